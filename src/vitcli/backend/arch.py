@@ -1,0 +1,137 @@
+"""Read timm architectures without weights: build on the `meta` device, read the spec, count FLOPs.
+
+Building on `meta` allocates no memory and downloads nothing (`pretrained=False`), so even ViT-g at 518 px
+is read in well under a second.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import timm
+import torch
+from timm.models.vision_transformer import VisionTransformer
+
+from vitcli.core.spec import ViTSpec, split_model_name
+from vitcli.core.tokens import Pair
+from vitcli.errors import ModelError
+
+
+def suggest_models(name: str, n: int = 3) -> list[str]:
+    """The closest timm names (architectures and architecture.tag) to `name`."""
+    arch, _ = split_model_name(name)
+    pool = set(timm.list_models()) | set(timm.list_models(pretrained=True))
+    return difflib.get_close_matches(name, pool, n=n, cutoff=0.6) or difflib.get_close_matches(arch, pool, n=n, cutoff=0.6)
+
+
+def unknown_model_error(name: str) -> ModelError:
+    close = suggest_models(name)
+    hint = f"did you mean {', '.join(close)}?" if close else "`python -c \"import timm; print(timm.list_models('vit_*'))\"` lists timm's ViTs"
+    return ModelError(f"unknown model {name!r}", hint=hint)
+
+
+@contextmanager
+def _known_timm_errors(name: str) -> Iterator[None]:
+    try:
+        yield
+    except RuntimeError as e:
+        if "Unknown model" in str(e):
+            raise unknown_model_error(name) from e
+        raise
+
+
+def build_meta(name: str, img_size: Pair | None = None, num_classes: int | None = None, **kwargs) -> torch.nn.Module:
+    """Build timm model `name` on the meta device (shapes only), optionally at another input size."""
+    if img_size is not None:
+        kwargs["img_size"] = tuple(img_size)
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    with _known_timm_errors(name), torch.device("meta"):
+        return timm.create_model(name, pretrained=False, **kwargs)
+
+
+def _not_supported(name: str, why: str) -> ModelError:
+    return ModelError(f"{name}: {why}", hint="vitcli's analytic cost covers timm's VisionTransformer family "
+                                             "(ViT, DeiT, DINOv2, SigLIP, CLIP); `vitcli variants` lists them")
+
+
+def spec_from_model(model: torch.nn.Module, name: str) -> ViTSpec:
+    """The ViTSpec of a built timm VisionTransformer; its parameter count is checked against the model's."""
+    if not isinstance(model, VisionTransformer):
+        raise _not_supported(name, f"is a {type(model).__name__}, not a timm VisionTransformer")
+    block = model.blocks[0]
+    attn, mlp = block.attn, block.mlp
+    if not all(hasattr(x, a) for x, a in ((attn, "qkv"), (attn, "proj"), (mlp, "fc1"), (mlp, "fc2"))):
+        raise _not_supported(name, "has blocks without qkv/proj and fc1/fc2 layers")
+    identity = torch.nn.Identity
+    arch, tag = split_model_name(name)
+    spec = ViTSpec(
+        timm_name=arch,
+        name=arch,
+        family="timm",
+        img_size=tuple(model.patch_embed.img_size),
+        patch_size=tuple(model.patch_embed.patch_size),
+        embed_dim=model.embed_dim,
+        depth=len(model.blocks),
+        num_heads=attn.num_heads,
+        mlp_dim=mlp.fc2.in_features,
+        in_chans=model.patch_embed.proj.in_channels,
+        class_token=model.cls_token is not None,
+        reg_tokens=model.num_reg_tokens,
+        no_embed_class=model.no_embed_class,
+        patch_bias=model.patch_embed.proj.bias is not None,
+        qkv_bias=attn.qkv.bias is not None,
+        qk_norm=not isinstance(attn.q_norm, identity),
+        layer_scale=not isinstance(block.ls1, identity),
+        pre_norm=not isinstance(model.norm_pre, identity),
+        mlp_gated=mlp.fc1.out_features == 2 * mlp.fc2.in_features,
+        global_pool=model.global_pool,
+        num_classes=model.num_classes,
+        default_tag=tag or model.pretrained_cfg.get("tag") or "",
+    )
+    actual = sum(p.numel() for p in model.parameters())
+    if spec.params != actual:
+        raise _not_supported(name, f"has parts vitcli's formula does not cover ({spec.params:,} parameters "
+                                   f"computed, timm has {actual:,})")
+    return spec
+
+
+def spec_from_timm(name: str, img_size: Pair | None = None, num_classes: int | None = None) -> ViTSpec:
+    """Read the spec of any timm ViT name (`arch`, `arch.tag`, `local-dir:PATH`) without weights."""
+    return spec_from_model(build_meta(name, img_size, num_classes), name)
+
+
+def _unfuse_attention(model: torch.nn.Module) -> int:
+    """Switch timm's fused attention off everywhere, so QKᵀ and AV run as countable matmuls."""
+    n = 0
+    for module in model.modules():
+        if hasattr(module, "fused_attn"):
+            module.fused_attn = False
+            n += 1
+    return n
+
+
+def measure_flops(name: str, img_size: Pair | None = None, num_classes: int | None = None, **model_kwargs) -> dict:
+    """Count one forward pass (batch 1) with torch's FlopCounterMode, fused attention off, on `meta`.
+
+    FlopCounterMode reads only shapes, so the meta device gives the same count as CPU (a test checks it)
+    without allocating or computing anything. Returns FLOPs per aten op and the real parameter count.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build_meta(name, img_size, num_classes, **model_kwargs).eval().requires_grad_(False)
+    _unfuse_attention(model)
+    h, w = model.patch_embed.img_size
+    x = torch.empty(1, model.patch_embed.proj.in_channels, h, w, device="meta")
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    by_op = {str(op).removeprefix("aten."): int(v) for op, v in counter.get_flop_counts()["Global"].items()}
+    return {
+        "counter": "torch.utils.flop_counter.FlopCounterMode",
+        "fused_attention": False,
+        "flops": int(counter.get_total_flops()),
+        "flops_by_op": by_op,
+        "params": sum(p.numel() for p in model.parameters()),
+    }

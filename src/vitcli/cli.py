@@ -1,0 +1,176 @@
+"""The Typer app. Per command: check conflicting flags, one call into `commands`, render once.
+
+One place turns exceptions into exit codes: 0 ok, 1 failure, 2 usage error, 130 Ctrl-C.
+`VITCLI_DEBUG=1` shows the traceback of any error.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import traceback
+from typing import Annotated, Optional
+
+import typer
+from typer.core import TyperGroup
+
+from vitcli import __version__, render
+from vitcli.errors import VitcliError
+from vitcli.options import JsonOpt, ModelOpt, ModelsOpt, PatchesOpt, SizesOpt
+
+class _OneLineErrors(TyperGroup):
+    """Typer's own usage errors (unknown option, not an integer) as one stderr line, exit code 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.Abort:
+            render.error_line("interrupted")
+            sys.exit(130)
+        except Exception as e:
+            if not (hasattr(e, "format_message") and hasattr(e, "exit_code")):  # not a click error
+                raise
+            if type(e).__name__ == "NoArgsIsHelpError":  # `vitcli` alone: show the help
+                e.show()
+            else:
+                ctx = getattr(e, "ctx", None)
+                render.error_line(e.format_message().rstrip("."),
+                                  hint=f"see `{ctx.command_path if ctx else 'vitcli'} --help`")
+            sys.exit(e.exit_code)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+app = typer.Typer(
+    cls=_OneLineErrors,
+    name="vitcli",
+    help="See how a Vision Transformer turns an image into tokens, and what it costs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _debug() -> bool:
+    return os.environ.get("VITCLI_DEBUG", "") not in ("", "0")
+
+
+def handle_errors(fn):
+    """Turn VitcliError, Ctrl-C and unexpected exceptions into one stderr line and an exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except VitcliError as e:
+            if _debug():
+                traceback.print_exc()
+            render.error_line(e.message, e.hint)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            if _debug():
+                traceback.print_exc()
+            render.error_line("interrupted")
+            raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as e:  # a bug or an unforeseen failure: still one line, traceback on request
+            if _debug():
+                traceback.print_exc()
+            render.error_line(f"{type(e).__name__}: {e}",
+                              hint="run again with VITCLI_DEBUG=1 to see the traceback, and report it")
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"vitcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="Print the version and exit.")] = None,
+) -> None:
+    """See how a Vision Transformer turns an image into tokens, and what it costs."""
+
+
+@app.command()
+@handle_errors
+def tokens(
+    size: SizesOpt = None,
+    patch: PatchesOpt = None,
+    cls: Annotated[Optional[bool], typer.Option("--cls/--no-cls", help="Prepend a CLS token (default: yes).",
+                                                show_default=False)] = None,
+    registers: Annotated[Optional[int], typer.Option("--registers", help="Register tokens (DINOv2-reg4: 4).",
+                                                     show_default=False)] = None,
+    model: ModelOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Count the tokens an image becomes: patch grid, prefix tokens, sequence length.
+
+    Example: vitcli tokens --size 384 --patch 16
+    """
+    from vitcli.commands.tokens import run_tokens
+
+    result = run_tokens(size or [], patch or [], cls, registers, model)
+    render.print_json(result.to_dict()) if json else render.render_tokens(result)
+
+
+@app.command()
+@handle_errors
+def variants(
+    family: Annotated[Optional[str], typer.Option("--family", help="Only one family: vit, deit, dinov2, siglip, "
+                                                                   "clip.", show_default=False)] = None,
+    json: JsonOpt = False,
+) -> None:
+    """List ViT variants with their timm names, shapes and exact parameter counts.
+
+    Example: vitcli variants --family dinov2
+    """
+    from vitcli.commands.variants import run_variants
+
+    result = run_variants(family)
+    if not result.variants:
+        from vitcli.errors import UsageError
+
+        raise UsageError(f"--family {family!r} has no variants", hint="use vit, deit, dinov2, siglip or clip")
+    render.print_json(result.to_dict()) if json else render.render_variants(result)
+
+
+@app.command()
+@handle_errors
+def cost(
+    model: ModelsOpt = None,
+    variant: Annotated[Optional[list[str]], typer.Option("--variant", "-v", help="Variant name from `vitcli "
+                                                         "variants`, e.g. B/16, L/14, DINOv2-L/14. Repeatable.",
+                                                         show_default=False)] = None,
+    size: SizesOpt = None,
+    measure: Annotated[bool, typer.Option("--measure", help="Also build the real timm model (meta device, no "
+                                          "weights) and count with torch's FlopCounterMode.")] = False,
+    num_classes: Annotated[Optional[int], typer.Option("--num-classes", help="Classifier size (0 = no head); "
+                                                       "default: the model's own.", show_default=False)] = None,
+    dtype: Annotated[str, typer.Option("--dtype", help="Activation dtype for the memory table.")] = "float32",
+    json: JsonOpt = False,
+) -> None:
+    """Compute parameters, MACs, FLOPs and memory per image, by part, exactly.
+
+    Example: vitcli cost --variant B/16 --size 224 --size 384
+    """
+    from vitcli.commands.cost import run_cost
+
+    if num_classes is not None and num_classes < 0:
+        from vitcli.errors import UsageError
+
+        raise UsageError(f"--num-classes {num_classes} must be 0 or more")
+    result = run_cost(model or [], variant or [], size or [], measure, num_classes, dtype)
+    render.print_json(result.to_dict()) if json else render.render_cost(result)
+
+
+def main() -> None:
+    app()

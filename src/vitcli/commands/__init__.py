@@ -1,0 +1,1 @@
+"""One module per command: typed functions that return frozen result dataclasses."""

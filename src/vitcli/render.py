@@ -1,0 +1,155 @@
+"""Results -> rich tables or JSON on stdout; errors, warnings and progress -> stderr.
+
+stdout is data: `vitcli ... --json | jq` always works, whatever is said on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def out() -> Console:
+    """A console on stdout, made per call so COLUMNS and redirection are read when printing."""
+    return Console(highlight=False, soft_wrap=True)
+
+
+def err() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def print_json(data: Any) -> None:
+    """One JSON document on stdout, raw numbers, no markup."""
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def error_line(message: str, hint: str | None = None) -> None:
+    """`Error: message; hint` as one line on stderr; never wrapped by the terminal width."""
+    sys.stderr.write(f"Error: {message}" + (f"; {hint}" if hint else "") + "\n")
+
+
+def warn(message: str) -> None:
+    sys.stderr.write(f"Warning: {message}\n")
+
+
+def note(message: str) -> None:
+    """Human commentary for stderr (e.g. 'random weights')."""
+    err().print(message)
+
+
+# ---- number formats -------------------------------------------------------------------------------------------
+
+def g(n: float, digits: int = 2) -> str:
+    """1.756e10 -> '17.56' (billions)."""
+    return f"{n / 1e9:,.{digits}f}"
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    raise AssertionError  # unreachable
+
+
+def pct(x: float, digits: int = 1) -> str:
+    return f"{100 * x:.{digits}f}%"
+
+
+def pair(p) -> str:
+    return f"{p[0]}x{p[1]}"
+
+
+def table(title: str | None, *columns: str, right_from: int = 1) -> Table:
+    """A table whose columns from `right_from` on are right-aligned (numbers)."""
+    t = Table(title=title, title_justify="left", title_style="bold")
+    for i, c in enumerate(columns):
+        t.add_column(c, justify="right" if i >= right_from else "left", no_wrap=i < right_from)
+    return t
+
+
+# ---- per-command renderers -----------------------------------------------------------------------------------
+
+def render_tokens(result) -> None:
+    con = out()
+    model = result.layouts[0].model
+    t = table(f"{model} (timm)" if model else None, "image", "patch", "grid", "patch tokens", "prefix", "seq len",
+              right_from=0)
+    for lay in result.layouts:
+        prefix = " + ".join(x for x in (("CLS" if lay.cls_token else ""),
+                                         (f"{lay.registers} reg" if lay.registers else "")) if x) or "none"
+        t.add_row(pair(lay.image_size), pair(lay.patch_size), pair(lay.grid) + ("*" if lay.non_divisible else ""),
+                  f"{lay.num_patches:,}", prefix, f"{lay.seq_len:,}")
+    con.print(t)
+    for lay in result.layouts:
+        con.print(lay.explain())
+        if lay.non_divisible:
+            r = lay.non_divisible
+            (h, w), (ph, pw) = lay.image_size, lay.patch_size
+            con.print(f"  * {pair(lay.image_size)} is not a multiple of {pair(lay.patch_size)} "
+                      f"(remainder {r.remainder[0]} rows, {r.remainder[1]} columns):")
+            con.print("    standard ViT: rejects the image (strict_img_size)")
+            con.print(f"    pad (timm dynamic_img_pad=True): grid {pair(r.pad_grid)} = "
+                      f"{r.pad_grid[0] * r.pad_grid[1]:,} patches, {r.pad_pixels:,} zero pixels added")
+            con.print(f"    drop the remainder: grid {pair(r.drop_grid)} = {r.drop_grid[0] * r.drop_grid[1]:,} "
+                      f"patches, {r.drop_pixels:,} of {h * w:,} pixels never seen")
+
+
+def render_variants(result) -> None:
+    t = table(None, "variant", "timm name", "patch", "width", "depth", "heads", "MLP", "params", "classes",
+              "tokens", right_from=2)
+    for v in result.variants:
+        lay = v.layout()
+        t.add_row(v.name, v.timm_name, str(v.patch_size[0]), str(v.embed_dim), str(v.depth), str(v.num_heads),
+                  f"{v.mlp_dim}{' (gated)' if v.mlp_gated else ''}", f"{v.params:,}", str(v.num_classes),
+                  f"{lay.seq_len:,} @{v.img_size[0]}")
+    out().print(t)
+    out().print("params: exactly timm's count for the default pretrained tag (classes 0 = no head); "
+                "tokens: sequence length at the native size.")
+
+
+def render_cost(result) -> None:
+    con = out()
+    rows = result.rows
+    first = rows[0]
+    ratios = len(rows) > 1
+    t = table("Compute per image (FLOPs = 2 x MACs)", "model", "size", "tokens", "params", "GMACs", "GFLOPs",
+              "attn share", *(["x tokens", "x attn matmul", "x MACs"] if ratios else []))
+    for r in rows:
+        extra = ([f"{r.layout.seq_len / first.layout.seq_len:.2f}",
+                  f"{r.breakdown['attn_matmul'] / first.breakdown['attn_matmul']:.2f}",
+                  f"{r.macs / first.macs:.2f}"] if ratios else [])
+        t.add_row(r.name, pair(r.layout.image_size), f"{r.layout.seq_len:,}", f"{r.params / 1e6:,.2f} M", g(r.macs),
+                  g(r.flops), pct(r.attention_share), *extra)
+    con.print(t)
+    if ratios:
+        con.print("x columns: relative to the first row. Tokens grow as 1/patch², linear layers with tokens, "
+                  "attention matmuls with tokens².")
+    b = table("MACs by part (G)", "model", "size", "patch embed", "attn proj", "attn matmul", "MLP", "head")
+    for r in rows:
+        b.add_row(r.name, pair(r.layout.image_size), *(g(r.breakdown[k], 3) for k in
+                                                       ("patch_embed", "attn_proj", "attn_matmul", "mlp", "head")))
+    con.print(b)
+    m = table(f"Memory (activations per image in {first.act_dtype})", "model", "size", "weights fp32",
+              "weights bf16", "tokens/layer", "attn matrix/block")
+    for r in rows:
+        w, a = r.weight_bytes(), r.activation_bytes()
+        m.add_row(r.name, pair(r.layout.image_size), human_bytes(w["float32"]), human_bytes(w["bfloat16"]),
+                  human_bytes(a["tokens"]), human_bytes(a["attention_matrix"]))
+    con.print(m)
+    if any(r.measured for r in rows):
+        mt = table("Measured: torch FlopCounterMode, fused attention off, batch 1", "model", "size",
+                   "analytic GFLOPs", "measured GFLOPs", "diff", "conv", "linear (mm)", "attn (bmm)", "params match")
+        for r in rows:
+            if not r.measured:
+                continue
+            ops = r.measured["flops_by_op"]
+            mt.add_row(r.name, pair(r.layout.image_size), g(r.flops, 3), g(r.measured["flops"], 3),
+                       pct(r.measured["diff"], 3), g(ops.get("convolution", 0), 3),
+                       g(ops.get("addmm", 0) + ops.get("mm", 0), 3), g(ops.get("bmm", 0), 3),
+                       "yes" if r.measured["params"] == r.params else f"no ({r.measured['params']:,})")
+        con.print(mt)
