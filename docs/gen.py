@@ -4,7 +4,9 @@
     python docs/gen.py --check  exit 1 when a block is stale (tests/test_docs.py runs this)
 
 The command runs in-process at COLUMNS=100 from the repository root; its stdout goes into the ```text block
-that follows the marker. A marker may end in `-> exit N` when the command is meant to fail.
+that follows the marker. A marker may end in `-> exit N` when the command is meant to fail. Commands that
+write files (pictures under docs/img/) write them for real when refreshing; when checking, they run in a
+scratch folder that mirrors the repository, so a check never touches tracked files.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import re
 import shlex
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,7 +26,17 @@ def pages() -> list[Path]:
     return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
-def run(cmd: str) -> tuple[int, str]:
+def scratch_root() -> Path:
+    """A temporary folder with the repository's entries linked in, except an empty docs/img/."""
+    root = Path(tempfile.mkdtemp(prefix="vitcli-docs-"))
+    for entry in ROOT.iterdir():
+        if entry.name not in ("docs", ".git"):
+            (root / entry.name).symlink_to(entry)
+    (root / "docs" / "img").mkdir(parents=True)
+    return root
+
+
+def run(cmd: str, where: Path = ROOT) -> tuple[int, str]:
     from typer.testing import CliRunner
 
     from vitcli.cli import app
@@ -31,7 +44,7 @@ def run(cmd: str) -> tuple[int, str]:
     argv = shlex.split(cmd)
     assert argv[0] == "vitcli", cmd
     cwd = os.getcwd()
-    os.chdir(ROOT)
+    os.chdir(where)
     try:
         r = CliRunner().invoke(app, argv[1:], env={"COLUMNS": "100", "VITCLI_DOCS": "1"})
     finally:
@@ -39,9 +52,9 @@ def run(cmd: str) -> tuple[int, str]:
     return r.exit_code, r.stdout
 
 
-def render(text: str) -> str:
+def render(text: str, where: Path = ROOT) -> str:
     def fill(m: re.Match) -> str:
-        code, out = run(m["cmd"])
+        code, out = run(m["cmd"], where)
         want = int(m["code"] or 0)
         if code != want:
             raise SystemExit(f"`{m['cmd']}` exited {code}, expected {want}")
@@ -52,9 +65,10 @@ def render(text: str) -> str:
 
 def main(check: bool) -> int:
     stale = []
+    where = scratch_root() if check else ROOT
     for page in pages():
         old = page.read_text()
-        new = render(old)
+        new = render(old, where)
         if new != old:
             stale.append(page.relative_to(ROOT))
             if not check:

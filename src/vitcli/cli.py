@@ -172,5 +172,36 @@ def cost(
     render.print_json(result.to_dict()) if json else render.render_cost(result)
 
 
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite outputs that already exist.")]
+
+
+@app.command()
+@handle_errors
+def patchify(
+    image: Annotated[str, typer.Argument(help="Image file (any format PIL reads).", show_default=False)],
+    size: Annotated[Optional[str], typer.Option("--size", "-s", help="Input size N or HxW (default 224; with "
+                                                "--model, the model's own).", show_default=False)] = None,
+    patch: Annotated[Optional[str], typer.Option("--patch", "-p", help="Patch size N or HxW (default 16; with "
+                                                 "--model, the model's own).", show_default=False)] = None,
+    model: ModelOpt = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Write the image with its labelled patch grid "
+                                               "(PNG).", show_default=False)] = None,
+    mosaic: Annotated[Optional[str], typer.Option("--mosaic", help="Write the exploded patch mosaic (PNG).",
+                                                  show_default=False)] = None,
+    npy: Annotated[Optional[str], typer.Option("--npy", help="Write the patches as float32 (N, P*P*3) in [0, 1], "
+                                               "token order.", show_default=False)] = None,
+    force: ForceOpt = False,
+    json: JsonOpt = False,
+) -> None:
+    """Cut an image into the patches a ViT sees; draw the grid and export the patch tensor.
+
+    Example: vitcli patchify photo.jpg --size 224 --patch 16 -o grid.png --mosaic mosaic.png --npy patches.npy
+    """
+    from vitcli.commands.patchify import run_patchify
+
+    result = run_patchify(image, size, patch, model, out, mosaic, npy, force)
+    render.print_json(result.to_dict()) if json else render.render_patchify(result)
+
+
 def main() -> None:
     app()

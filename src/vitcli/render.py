@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -153,3 +154,33 @@ def render_cost(result) -> None:
                        g(ops.get("addmm", 0) + ops.get("mm", 0), 3), g(ops.get("bmm", 0), 3),
                        "yes" if r.measured["params"] == r.params else f"no ({r.measured['params']:,})")
         con.print(mt)
+
+
+def facts(rows: list[tuple[str, str]]) -> None:
+    """Print `label  value` lines (values never truncated; long ones wrap in the terminal)."""
+    con = out()
+    width = max(len(k) for k, _ in rows) + 2
+    for k, v in rows:
+        con.print(f"[bold]{escape(k):<{width}}[/bold]{escape(v)}")
+
+
+def render_patchify(result) -> None:
+    from vitcli.commands.patchify import describe_remainder
+
+    img, lay = result.image, result.layout
+    prefix = " + ".join(x for x in (("1 CLS" if lay.cls_token else ""),
+                                     (f"{lay.registers} registers" if lay.registers else "")) if x) or "no prefix"
+    rows = [
+        ("image", f"{img.path}: {pair(img.original_size)} (h x w), {img.original_mode}, {img.format or '?'}"),
+        ("converted", "; ".join(img.conversions) or "nothing (already RGB)"),
+        ("preprocess", (f"{result.model} data config: " if result.model else "") + result.transform),
+        ("model input", f"{pair(result.input_size)} RGB"),
+        ("patches", f"{pair(result.grid)} grid of {pair(lay.patch_size)} px = {result.num_patches:,} patch tokens, "
+                    f"each {result.patch_dim:,} values (P x P x 3)"),
+        ("sequence", f"{prefix} + {result.num_patches:,} patches = {result.seq_len:,} tokens"),
+    ]
+    remainder = describe_remainder(result)
+    if remainder:
+        rows.append(("remainder", remainder))
+    rows += [(f"wrote {kind}", path) for kind, path in result.outputs.items()]
+    facts(rows)
