@@ -5,8 +5,8 @@
 
 The command runs in-process at COLUMNS=100 from the repository root; its stdout goes into the ```text block
 that follows the marker. A marker may end in `-> exit N` when the command is meant to fail. Commands that
-write files (pictures under docs/img/) write them for real when refreshing; when checking, they run in a
-scratch folder that mirrors the repository, so a check never touches tracked files.
+write files (pictures under docs/img/) run in a scratch folder that mirrors the repository; refreshing copies
+the pictures they made into docs/img/, checking never touches tracked files.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -36,7 +37,7 @@ def scratch_root() -> Path:
     return root
 
 
-def run(cmd: str, where: Path = ROOT) -> tuple[int, str]:
+def run(cmd: str, where: Path) -> tuple[int, str]:
     from typer.testing import CliRunner
 
     from vitcli.cli import app
@@ -52,7 +53,7 @@ def run(cmd: str, where: Path = ROOT) -> tuple[int, str]:
     return r.exit_code, r.stdout
 
 
-def render(text: str, where: Path = ROOT) -> str:
+def render(text: str, where: Path) -> str:
     def fill(m: re.Match) -> str:
         code, out = run(m["cmd"], where)
         want = int(m["code"] or 0)
@@ -65,7 +66,7 @@ def render(text: str, where: Path = ROOT) -> str:
 
 def main(check: bool) -> int:
     stale = []
-    where = scratch_root() if check else ROOT
+    where = scratch_root()
     for page in pages():
         old = page.read_text()
         new = render(old, where)
@@ -73,6 +74,9 @@ def main(check: bool) -> int:
             stale.append(page.relative_to(ROOT))
             if not check:
                 page.write_text(new)
+    if not check:
+        for picture in (where / "docs" / "img").iterdir():
+            shutil.copyfile(picture, ROOT / "docs" / "img" / picture.name)
     if stale and check:
         print("stale docs (run `python docs/gen.py`): " + ", ".join(map(str, stale)), file=sys.stderr)
         return 1

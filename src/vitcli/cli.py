@@ -10,6 +10,7 @@ import functools
 import os
 import sys
 import traceback
+import warnings
 from typing import Annotated, Optional
 
 import typer
@@ -17,7 +18,23 @@ from typer.core import TyperGroup
 
 from vitcli import __version__, render
 from vitcli.errors import VitcliError
-from vitcli.options import JsonOpt, ModelOpt, ModelsOpt, PatchesOpt, SizesOpt
+from vitcli.options import (
+    BatchSizeOpt,
+    CheckpointOpt,
+    DeviceOpt,
+    DtypeOpt,
+    ForceOpt,
+    InputsArg,
+    JsonOpt,
+    ModelOpt,
+    ModelsOpt,
+    NoPretrainedOpt,
+    NumClassesOpt,
+    PatchesOpt,
+    RecursiveOpt,
+    SizesOpt,
+    WorkersOpt,
+)
 
 class _OneLineErrors(TyperGroup):
     """Typer's own usage errors (unknown option, not an integer) as one stderr line, exit code 2."""
@@ -25,6 +42,8 @@ class _OneLineErrors(TyperGroup):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        if not _debug():  # library warnings (torch, timm) are noise on a CLI's stderr; VITCLI_DEBUG=1 shows them
+            warnings.simplefilter("ignore")
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except typer.Abort:
@@ -172,9 +191,6 @@ def cost(
     render.print_json(result.to_dict()) if json else render.render_cost(result)
 
 
-ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite outputs that already exist.")]
-
-
 @app.command()
 @handle_errors
 def patchify(
@@ -201,6 +217,44 @@ def patchify(
 
     result = run_patchify(image, size, patch, model, out, mosaic, npy, force)
     render.print_json(result.to_dict()) if json else render.render_patchify(result)
+
+
+@app.command()
+@handle_errors
+def classify(
+    inputs: InputsArg,
+    model: ModelOpt = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Classes to show per image.")] = 5,
+    checkpoint: CheckpointOpt = None,
+    num_classes: NumClassesOpt = None,
+    labels: Annotated[Optional[str], typer.Option("--labels", help="Label file, one name per line in class "
+                                                  "order.", show_default=False)] = None,
+    no_pretrained: NoPretrainedOpt = False,
+    batch_size: BatchSizeOpt = 32,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "float32",
+    workers: WorkersOpt = None,
+    recursive: RecursiveOpt = False,
+    csv: Annotated[Optional[str], typer.Option("--csv", help="Also write one CSV row per image to this file.",
+                                               show_default=False)] = None,
+    force: ForceOpt = False,
+    json: JsonOpt = False,
+) -> None:
+    """Classify images with a timm model: top-k label names and probabilities.
+
+    Example: vitcli classify photo.jpg --model vit_base_patch16_224.augreg2_in21k_ft_in1k --top-k 5
+    """
+    from vitcli.commands.classify import run_classify
+    from vitcli.commands.common import ModelRequest, RunOptions
+
+    request = ModelRequest(model, checkpoint, num_classes, not no_pretrained, device, dtype)
+    if no_pretrained:
+        render.warn("--no-pretrained: random weights, the predictions below are meaningless")
+    with render.progress_bar() as progress:
+        result = run_classify(inputs, request, RunOptions(batch_size, workers, recursive), top_k, labels, csv,
+                              force, progress)
+    render.print_json(result.to_dict()) if json else render.render_classify(result)
+    render.report_skipped(result.skipped, result.total)
 
 
 def main() -> None:

@@ -18,10 +18,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from vitcli.core.tokens import Pair
 from vitcli.errors import InputError
 
-IMAGE_SUFFIXES = frozenset(
-    ".jpg .jpeg .png .bmp .gif .tif .tiff .webp .ppm .pgm .pbm .pnm .tga .ico .jp2 .j2k .dds .pcx .sgi .im .qoi".split()
-)
-
 
 @dataclass(frozen=True)
 class LoadedImage:

@@ -25,3 +25,22 @@ ModelOpt = Annotated[
     typer.Option("--model", "-m", help="timm model name (arch or arch.tag), hf-hub:ORG/NAME or local-dir:PATH.",
                  show_default=False),
 ]
+
+# ---- model and run options, shared by classify and features ------------------------------------------------
+InputsArg = Annotated[list[str], typer.Argument(help="Image files, directories (their images, sorted) or glob "
+                                                     "patterns.", show_default=False)]
+CheckpointOpt = Annotated[Optional[str], typer.Option(
+    "--checkpoint", help="Weights for the --model architecture: .safetensors, or .pth/.bin (loaded with "
+                         "weights_only=True; nested state_dict/model keys handled).", show_default=False)]
+NumClassesOpt = Annotated[Optional[int], typer.Option(
+    "--num-classes", help="Classifier size (default: the model's, or the checkpoint's head).", show_default=False)]
+NoPretrainedOpt = Annotated[bool, typer.Option(
+    "--no-pretrained", help="Random weights: try the pipeline offline (results are meaningless).")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32, or bfloat16/float16 autocast.")]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Images per forward pass.")]
+WorkersOpt = Annotated[Optional[int], typer.Option(
+    "--workers", help="Image-decoding worker processes (default: none for one batch, else up to 8; 0: in the "
+                      "main process).", show_default=False)]
+RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", help="Search directories recursively.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite outputs that already exist.")]

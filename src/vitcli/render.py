@@ -6,7 +6,9 @@ stdout is data: `vitcli ... --json | jq` always works, whatever is said on stder
 from __future__ import annotations
 
 import json
+import os
 import sys
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
@@ -184,3 +186,75 @@ def render_patchify(result) -> None:
         rows.append(("remainder", remainder))
     rows += [(f"wrote {kind}", path) for kind, path in result.outputs.items()]
     facts(rows)
+
+
+# ---- progress and skipped inputs ------------------------------------------------------------------------------
+
+class RichProgress:
+    """A progress bar on stderr with images/s and ETA (implements vitcli.progress.Progress)."""
+
+    def __init__(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err(), transient=False)
+        self._task = None
+
+    def start(self, total: int, description: str = "") -> None:
+        self._bar.start()
+        self._task = self._bar.add_task(description, total=total, rate="")
+
+    def advance(self, n: int = 1) -> None:
+        if self._task is None:
+            return
+        self._bar.advance(self._task, n)
+        speed = self._bar.tasks[0].speed
+        self._bar.update(self._task, rate=f"{speed:,.1f} img/s" if speed else "")
+
+    def close(self) -> None:
+        self._bar.stop()
+
+
+@contextmanager
+def progress_bar():
+    """A RichProgress when stderr is a terminal (or VITCLI_PROGRESS=1), else a silent one."""
+    from vitcli.progress import Progress
+
+    show = os.environ.get("VITCLI_PROGRESS") == "1" or (sys.stderr.isatty() and os.environ.get("VITCLI_PROGRESS") != "0")
+    bar = RichProgress() if show else Progress()
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def report_skipped(skipped, total: int) -> None:
+    """One stderr line per skipped input, then fail with exit code 1 if any was skipped."""
+    for s in skipped:
+        sys.stderr.write(f"Skipped: {s.image}: {s.reason}\n")
+    if skipped:
+        from vitcli.errors import InputError
+
+        raise InputError(f"{len(skipped)} of {total} input{'s' if total != 1 else ''} could not be read and "
+                         f"{'were' if len(skipped) != 1 else 'was'} skipped", hint="the others are done")
+
+
+def render_classify(result) -> None:
+    from rich.text import Text
+
+    con = out()
+    m = result.model
+    con.print(f"[bold]{escape(m.name)}[/bold]  weights: {escape(m.weights)}  device: {m.device}  dtype: {m.dtype}")
+    if not m.pretrained:
+        con.print("[bold red]random weights (--no-pretrained): these predictions mean nothing[/bold red]")
+    for p in result.predictions:
+        t = Table(title=p.image, title_justify="left", title_style="bold")
+        t.add_column("rank", justify="right")
+        t.add_column("label")
+        t.add_column("prob", justify="right")
+        t.add_column("")
+        for rank, (i, label, prob) in enumerate(p.top, 1):
+            t.add_row(str(rank), f"{label} ({i})", f"{prob:.4f}", Text("█" * round(prob * 30), style="cyan"))
+        con.print(t)
+    if result.csv_path:
+        con.print(f"wrote {escape(result.csv_path)}")

@@ -37,7 +37,7 @@ def _known_timm_errors(name: str) -> Iterator[None]:
     try:
         yield
     except RuntimeError as e:
-        if "Unknown model" in str(e):
+        if "Unknown model" in str(e) or "Invalid pretrained tag" in str(e):
             raise unknown_model_error(name) from e
         raise
 

@@ -1,0 +1,258 @@
+"""Load timm models from every source timm knows, safely, and describe them without leaking torch.
+
+Sources: a timm name (`arch` or `arch.tag`, weights from the Hugging Face hub through timm, cached),
+`hf-hub:org/name`, `local-dir:PATH` (timm's folder format: config.json + model.safetensors), or a timm
+architecture plus `--checkpoint FILE` (.safetensors, or .pth/.bin through `torch.load(weights_only=True)`,
+state dicts nested under `state_dict` / `model` handled by timm's `load_checkpoint`). Nothing here executes
+code from a checkpoint: a pickle that would is refused.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+
+from vitcli.backend.arch import _known_timm_errors
+from vitcli.backend.data import data_config
+from vitcli.core.spec import split_model_name
+from vitcli.core.tokens import Pair
+from vitcli.errors import ModelError, UsageError
+
+DEFAULT_MODEL = "vit_base_patch16_224.augreg2_in21k_ft_in1k"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What was loaded, in plain data (crosses into commands and render; no torch)."""
+
+    name: str
+    source: str  # timm | hf-hub | local-dir
+    arch: str
+    tag: str | None
+    weights: str  # where the weights came from, or "random (--no-pretrained)"
+    pretrained: bool
+    num_classes: int
+    data_config: dict
+    device: str
+    dtype: str
+    num_prefix_tokens: int = 0
+    patch_size: Pair | None = None
+    img_size: Pair | None = None
+
+    def to_dict(self) -> dict:
+        from vitcli.backend.data import config_to_json
+
+        return {"name": self.name, "source": self.source, "arch": self.arch, "tag": self.tag,
+                "weights": self.weights, "pretrained": self.pretrained, "num_classes": self.num_classes,
+                "device": self.device, "dtype": self.dtype, "data_config": config_to_json(self.data_config)}
+
+
+@dataclass
+class LoadedModel:
+    module: torch.nn.Module
+    info: ModelInfo
+
+
+def source_of(name: str) -> str:
+    if name.startswith("hf-hub:"):
+        return "hf-hub"
+    if name.startswith("local-dir:"):
+        return "local-dir"
+    return "timm"
+
+
+def resolve_device(device: str) -> torch.device:
+    """auto -> cuda, then mps, then cpu; an unavailable device is a usage error."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device not in ("cpu", "cuda", "mps") and not device.startswith("cuda:"):
+        raise UsageError(f"--device {device!r} is not one of auto, cpu, cuda, cuda:N, mps")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: CUDA is not available here", hint="use --device cpu or auto")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UsageError("--device mps: MPS is not available here", hint="use --device cpu or auto")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str) -> torch.dtype:
+    if dtype not in DTYPES:
+        raise UsageError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def _offline_error(name: str, model: torch.nn.Module | None, e: Exception) -> ModelError:
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    hub = cfg.get("hf_hub_id")
+    where = f" (Hugging Face hub: {hub})" if hub else ""
+    return ModelError(
+        f"cannot fetch the weights of {name}{where}: {type(e).__name__}",
+        hint="ways out: a Hugging Face cache that has them (HF_HOME), local-dir:PATH with config.json + "
+             "model.safetensors, --checkpoint FILE, or --no-pretrained for random weights; on a machine without "
+             "network set HF_HUB_OFFLINE=1 to fail at once")
+
+
+def _is_fetch_error(e: BaseException) -> bool:
+    """A huggingface_hub or network failure anywhere in the exception chain."""
+    while e is not None:
+        mod = type(e).__module__ or ""
+        if mod.startswith(("huggingface_hub", "httpx", "httpcore", "requests", "urllib3", "socket")) or isinstance(
+                e, (ConnectionError, TimeoutError)):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _blocked_pickle(e: BaseException) -> str | None:
+    """When torch.load(weights_only=True) refused a pickle somewhere in the chain: what it named, else None."""
+    while e is not None:
+        if isinstance(e, pickle.UnpicklingError) or "weights_only=True blocked" in str(e):
+            text = str(e).replace("\n", " ")
+            if "Unsupported globals:" in text:
+                return "Unsupported globals:" + text.split("Unsupported globals:", 1)[1].split(". ")[0].rstrip(".")
+            return "torch.load(weights_only=True) refused it"
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _refused(what: str, why: str) -> ModelError:
+    return ModelError(f"{what}: refused, the file is a pickle that would run code or build objects other than "
+                      f"tensors ({why})", hint="only plain state dicts load; convert checkpoints you trust to "
+                                               ".safetensors")
+
+
+def load_checkpoint_safely(model: torch.nn.Module, path: str) -> None:
+    """Load a state dict with timm's `load_checkpoint(weights_only=True)`; refuse pickles that run code."""
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError(f"--checkpoint {path}: no such file")
+    try:
+        timm.models.load_checkpoint(model, str(p), weights_only=True, strict=True)
+    except RuntimeError as e:
+        if (why := _blocked_pickle(e)) is not None:
+            raise _refused(f"--checkpoint {path}", why) from e
+        msg = str(e).splitlines()[0]
+        if "size mismatch" in str(e) or "Missing key" in str(e) or "Unexpected key" in str(e):
+            raise ModelError(f"--checkpoint {path} does not fit {model.default_cfg.get('architecture', 'the model')}"
+                             f": {msg}", hint="name the matching architecture with --model, and --num-classes "
+                             "when the head differs") from e
+        raise ModelError(f"--checkpoint {path}: cannot load ({msg})") from e
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as e:
+        raise ModelError(f"--checkpoint {path}: cannot read ({type(e).__name__}: {e})".splitlines()[0]) from e
+
+
+def checkpoint_num_classes(path: str) -> int | None:
+    """The classifier size stored in a checkpoint (head.weight rows), read without executing code."""
+    try:
+        from timm.models import load_state_dict
+
+        sd = load_state_dict(path, weights_only=True)
+    except Exception:  # load_checkpoint_safely reports the real problem
+        return None
+    w = sd.get("head.weight")
+    return int(w.shape[0]) if w is not None and w.ndim == 2 else (0 if "head.weight" not in sd else None)
+
+
+def load_model(name: str | None = None, pretrained: bool = True, checkpoint: str | None = None,
+               num_classes: int | None = None, img_size: Pair | None = None, device: str = "auto",
+               dtype: str = "float32", **model_kwargs) -> LoadedModel:
+    """Build and load a timm model in eval mode on `device`.
+
+    `img_size` rebuilds the model for another input size (timm resamples the position embedding of the
+    pretrained weights); the data config follows it.
+    """
+    name = name or DEFAULT_MODEL
+    dev, _ = resolve_device(device), resolve_dtype(dtype)
+    source = source_of(name)
+    arch, tag = split_model_name(name)
+    kwargs = dict(model_kwargs)
+    if img_size is not None:
+        kwargs["img_size"] = tuple(img_size)
+    if checkpoint and num_classes is None:
+        num_classes = checkpoint_num_classes(checkpoint)
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    if source == "local-dir" and not Path(name.split(":", 1)[1]).is_dir():
+        raise ModelError(f"{name}: no such folder", hint="local-dir:PATH needs a folder with config.json and "
+                                                         "model.safetensors (timm's save_for_hf format)")
+    use_hub = pretrained and not checkpoint
+    if not pretrained:
+        torch.manual_seed(0)  # random weights, but the same ones every run: results are reproducible
+    model = None
+    try:
+        with _known_timm_errors(name):
+            model = timm.create_model(name, pretrained=use_hub, **kwargs)
+    except ModelError:
+        raise
+    except Exception as e:
+        if use_hub and _is_fetch_error(e):
+            try:
+                with torch.device("meta"):
+                    model = timm.create_model(name, pretrained=False, **kwargs)
+            except Exception:
+                model = None
+            raise _offline_error(name, model, e) from e
+        if (why := _blocked_pickle(e)) is not None:
+            raise _refused(f"{name} weights", why) from e
+        raise ModelError(f"{name}: cannot build the model ({type(e).__name__}: {e})".splitlines()[0]) from e
+    if checkpoint:
+        load_checkpoint_safely(model, checkpoint)
+        weights = f"checkpoint {checkpoint}"
+    elif use_hub:
+        cfg = model.pretrained_cfg
+        weights = (f"{source} {name.split(':', 1)[1]}" if source != "timm"
+                   else f"hf-hub {cfg.get('hf_hub_id') or cfg.get('url') or name}")
+    else:
+        weights = "random, seed 0 (--no-pretrained)"
+    model = model.eval().requires_grad_(False).to(dev)
+    cfg = data_config(model, img_size)
+    pe = getattr(model, "patch_embed", None)
+    info = ModelInfo(
+        name=name, source=source, arch=model.pretrained_cfg.get("architecture", arch), tag=tag or
+        model.pretrained_cfg.get("tag"), weights=weights, pretrained=use_hub or bool(checkpoint),
+        num_classes=getattr(model, "num_classes", 0), data_config=cfg, device=str(dev), dtype=dtype,
+        num_prefix_tokens=getattr(model, "num_prefix_tokens", 0),
+        patch_size=tuple(pe.patch_size) if pe is not None else None,
+        img_size=tuple(pe.img_size) if pe is not None and pe.img_size is not None else None,
+    )
+    return LoadedModel(model, info)
+
+
+def label_names(model: LoadedModel, labels_file: str | None = None) -> list[str]:
+    """Class names: --labels FILE, the model's own label names/descriptions, ImageNet names by class count,
+    or 'class i'."""
+    n = model.info.num_classes
+    if labels_file:
+        try:
+            names = [line.strip() for line in Path(labels_file).read_text(encoding="utf-8").splitlines() if line.strip()]
+        except OSError as e:
+            raise UsageError(f"--labels {labels_file}: cannot read ({e.strerror or e})") from e
+        if len(names) != n:
+            raise UsageError(f"--labels {labels_file} has {len(names)} labels but the model has {n} classes",
+                             hint="give one label per line, in class-index order")
+        return names
+    cfg = model.module.pretrained_cfg
+    for key in ("label_descriptions", "label_names"):
+        own = cfg.get(key)
+        if isinstance(own, dict):
+            own = [own[k] for k in sorted(own, key=lambda k: int(k) if str(k).isdigit() else k)]
+        if own and len(own) == n and not _looks_like_synsets(own):
+            return [str(x) for x in own]
+    subset = timm.data.infer_imagenet_subset(model.module)
+    if subset:
+        info = timm.data.ImageNetInfo(subset)
+        return [info.index_to_description(i) for i in range(n)]
+    return [f"class {i}" for i in range(n)]
+
+
+def _looks_like_synsets(names) -> bool:
+    return all(isinstance(x, str) and len(x) == 9 and x[0] == "n" and x[1:].isdigit() for x in list(names)[:5])
+
