@@ -254,6 +254,62 @@ def classify(
         result = run_classify(inputs, request, RunOptions(batch_size, workers, recursive), top_k, labels, csv,
                               force, progress)
     render.print_json(result.to_dict()) if json else render.render_classify(result)
+    render.report_skipped([s.to_dict() for s in result.skipped], result.total)
+
+
+@app.command()
+@handle_errors
+def features(
+    inputs: InputsArg,
+    out: Annotated[str, typer.Option("--out", "-o", help="Output .npy (the sidecar .json goes beside it).",
+                                     show_default=False)],
+    model: ModelsOpt = None,
+    mode: Annotated[str, typer.Option("--mode", help="cls, patch, mean or all.")] = "patch",
+    layer: Annotated[Optional[list[int]], typer.Option("--layer", help="Block output K (0-based; negative from "
+                                                       "the end); repeat for several. Default: the final output.",
+                                                       show_default=False)] = None,
+    norm: Annotated[bool, typer.Option("--norm", help="Apply the final norm to --layer outputs.")] = False,
+    grid: Annotated[bool, typer.Option("--grid", help="Patch mode: (gh, gw, D) per image instead of (N, D).")] = False,
+    stop_early: Annotated[bool, typer.Option("--stop-early", help="Skip the blocks after the last --layer.")] = False,
+    size: Annotated[Optional[str], typer.Option("--size", "-s", help="Rebuild the model(s) for this input size "
+                                                "(position embeddings resampled); N or HxW.", show_default=False)] = None,
+    out_dtype: Annotated[str, typer.Option("--out-dtype", help="float32 or float16.")] = "float32",
+    checkpoint: CheckpointOpt = None,
+    num_classes: NumClassesOpt = None,
+    no_pretrained: NoPretrainedOpt = False,
+    batch_size: BatchSizeOpt = 32,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "float32",
+    workers: WorkersOpt = None,
+    recursive: RecursiveOpt = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last complete "
+                                         "batch.")] = False,
+    force: ForceOpt = False,
+    json: JsonOpt = False,
+) -> None:
+    """Extract CLS, patch, mean or all tokens, final or per layer, to .npy with a JSON sidecar.
+
+    Example: vitcli features --mode patch images/ -o feats.npy
+    """
+    from vitcli.backend.features import FeatureRequest
+    from vitcli.commands.common import ModelRequest, RunOptions
+    from vitcli.commands.features import run_features
+
+    names = model or [None]
+    if checkpoint and len(names) > 1:
+        from vitcli.errors import UsageError
+
+        raise UsageError("--checkpoint applies to one --model", hint="use local-dir: sources to fuse fine-tuned models")
+    requests = [ModelRequest(n, checkpoint, num_classes, not no_pretrained, device, dtype) for n in names]
+    if no_pretrained:
+        render.warn("--no-pretrained: random weights, the features are meaningless")
+    feat = FeatureRequest(mode, tuple(layer) if layer else None, norm, grid, stop_early)
+    with render.progress_bar() as progress:
+        result = run_features(inputs, requests, feat, out, RunOptions(batch_size, workers, recursive), size, out_dtype,
+                              force, resume, progress, announce=render.note)
+    if result is None:  # a torchrun rank other than 0: rank 0 reports for all
+        return
+    render.print_json(result.to_dict()) if json else render.render_features(result)
     render.report_skipped(result.skipped, result.total)
 
 

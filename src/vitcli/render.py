@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from vitcli.units import human_bytes  # noqa: F401  (used by the renderers below)
+
 
 def out() -> Console:
     """A console on stdout, made per call so COLUMNS and redirection are read when printing."""
@@ -49,14 +51,6 @@ def note(message: str) -> None:
 def g(n: float, digits: int = 2) -> str:
     """1.756e10 -> '17.56' (billions)."""
     return f"{n / 1e9:,.{digits}f}"
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1024
-    raise AssertionError  # unreachable
 
 
 def pct(x: float, digits: int = 1) -> str:
@@ -228,10 +222,10 @@ def progress_bar():
         bar.close()
 
 
-def report_skipped(skipped, total: int) -> None:
-    """One stderr line per skipped input, then fail with exit code 1 if any was skipped."""
+def report_skipped(skipped: list[dict], total: int) -> None:
+    """One stderr line per skipped input ({"image", "reason"}), then fail with exit code 1 if any was skipped."""
     for s in skipped:
-        sys.stderr.write(f"Skipped: {s.image}: {s.reason}\n")
+        sys.stderr.write(f"Skipped: {s['image']}: {s['reason']}\n")
     if skipped:
         from vitcli.errors import InputError
 
@@ -258,3 +252,20 @@ def render_classify(result) -> None:
         con.print(t)
     if result.csv_path:
         con.print(f"wrote {escape(result.csv_path)}")
+
+
+def render_features(result) -> None:
+    d = result.sidecar_data
+    rows = [("wrote", f"{result.out}  shape ({', '.join(map(str, d['shape']))}) {d['dtype']}, axes "
+                      f"({', '.join(d['axes'])})"),
+            ("sidecar", result.sidecar),
+            ("mode", d["mode"] + (f" ({', '.join(d['cls_source'])})" if d["cls_source"] else "")
+             + ("; prefix tokens removed" if d["prefix_tokens_removed"] else "")),
+            ("layers", f"{d['layers']}: {d['layer_source']}" if d["layers"] else d["layer_source"])]
+    for m in d["models"]:
+        cfg = m["data_config"]
+        rows.append((f"model", f"{m['name']} ({m['weights']}); input {cfg['input_size'][1]}x{cfg['input_size'][2]}, "
+                               f"grid {m['grid'][0]}x{m['grid'][1]}, channels {m['channels'][0]}-{m['channels'][1] - 1}"))
+    rows.append(("images", f"{len(d['images'])} written, {len(d['skipped'])} skipped"
+                           + (f", resumed after {result.resumed_from}" if result.resumed_from else "")))
+    facts(rows)

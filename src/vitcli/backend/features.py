@@ -1,0 +1,146 @@
+"""Token features exactly as timm computes them: `forward_features` or `forward_intermediates`, per mode.
+
+Shapes, per image (D: embed dim, T: tokens, N = gh·gw patch tokens, L: number of --layer values):
+    cls   (D,)            the CLS token; for a model without one (SigLIP), its own pooled output
+    patch (N, D)          patch tokens only, prefix removed; with grid: (gh, gw, D)
+    mean  (D,)            mean of the patch tokens
+    all   (T, D)          every token, prefix first
+With layers, a layer axis comes first: (L, D), (L, N, D), (L, gh, gw, D), (L, T, D), layers ascending.
+Several models (fused features) are concatenated along the last (channel) axis, in the order given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from vitcli.backend.classify import Skipped, autocast
+from vitcli.backend.data import eval_transform
+from vitcli.backend.loader import batches
+from vitcli.backend.models import LoadedModel
+from vitcli.errors import ModelError, UsageError
+from vitcli.progress import Progress
+
+MODES = ("cls", "patch", "mean", "all")
+
+
+@dataclass(frozen=True)
+class FeatureRequest:
+    mode: str = "patch"
+    layers: tuple[int, ...] | None = None  # as given (0-based, negative from the end); None: final output
+    norm: bool = False  # apply the final norm to --layer outputs
+    grid: bool = False  # patch mode: (gh, gw, D) instead of (N, D)
+    stop_early: bool = False  # skip the blocks after the last requested layer
+
+
+class Extractor:
+    """One model's features for a batch: (B, 3, H, W) -> (B, *row_shape), float32."""
+
+    def __init__(self, model: LoadedModel, req: FeatureRequest):
+        self.model, self.req = model, req
+        m = model.module
+        if not hasattr(m, "forward_intermediates") or not hasattr(m, "blocks"):
+            raise ModelError(f"{model.info.name}: {type(m).__name__} has no transformer blocks to read tokens from",
+                             hint="use a ViT-family timm model")
+        if req.mode not in MODES:
+            raise UsageError(f"--mode {req.mode!r} is not one of {', '.join(MODES)}")
+        depth = len(m.blocks)
+        self.layers = None
+        if req.layers is not None:
+            bad = [k for k in req.layers if not -depth <= k < depth]
+            if bad:
+                raise UsageError(f"--layer {bad[0]} is out of range for {model.info.name}, which has {depth} blocks",
+                                 hint=f"use 0..{depth - 1}, or -1..-{depth} from the end")
+            self.layers = tuple(sorted({k % depth for k in req.layers}))
+        if req.grid and req.mode != "patch":
+            raise UsageError("--grid goes with --mode patch")
+        if req.stop_early and self.layers is None:
+            raise UsageError("--stop-early needs --layer")
+        self.depth = depth
+        self.prefix = m.num_prefix_tokens
+        self.has_cls = getattr(m, "cls_token", None) is not None
+        if req.mode == "cls" and not self.has_cls and self.layers is not None:
+            raise UsageError(f"{model.info.name} has no CLS token, and its pooled output exists only after the last "
+                             "block", hint="use --mode mean or patch with --layer")
+        h, w = model.info.data_config["input_size"][1:]
+        self.grid = tuple(m.patch_embed.dynamic_feat_size((h, w)))
+        self.dim = m.embed_dim
+        n = self.grid[0] * self.grid[1]
+        token_shape = {"cls": (self.dim,), "mean": (self.dim,), "all": (self.prefix + n, self.dim),
+                       "patch": (*self.grid, self.dim) if req.grid else (n, self.dim)}[req.mode]
+        self.row_shape = ((len(self.layers),) if self.layers else ()) + token_shape
+        self.transform = eval_transform(model.info.data_config)
+
+    @property
+    def cls_source(self) -> str | None:
+        if self.req.mode != "cls":
+            return None
+        return "cls token" if self.has_cls else f"pooled output ({self.model.module.global_pool} pooling)"
+
+    def _select(self, t: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) tokens -> (B, *token_shape) for the mode."""
+        p, mode = self.prefix, self.req.mode
+        if mode == "all":
+            return t
+        if mode == "cls":
+            return t[:, 0]
+        patches = t[:, p:]
+        if mode == "mean":
+            return patches.mean(dim=1)
+        return patches.reshape(t.shape[0], *self.grid, t.shape[-1]) if self.req.grid else patches
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.model.module
+        if self.layers is None:
+            tokens = m.forward_features(x)  # (B, T, D), after the final norm
+            if self.req.mode == "cls" and not self.has_cls:
+                return m.forward_head(tokens, pre_logits=True).float()  # the model's own pooled output
+            return self._select(tokens).float()
+        outs = m.forward_intermediates(x, indices=list(self.layers), norm=self.req.norm, stop_early=self.req.stop_early,
+                                       output_fmt="NLC", intermediates_only=True, return_prefix_tokens=True)
+        per_layer = []
+        for out in outs:  # block order = ascending layers
+            tokens = torch.cat([out[1], out[0]], dim=1) if isinstance(out, tuple) else out  # (B, T, D)
+            per_layer.append(self._select(tokens))
+        return torch.stack(per_layer, dim=1).float()  # (B, L, ...)
+
+
+def fused_row_shape(extractors: list[Extractor]) -> tuple[int, ...]:
+    """Rows of several models concatenate along the channel axis; everything before it must match."""
+    first = extractors[0]
+    for e in extractors[1:]:
+        if e.row_shape[:-1] != first.row_shape[:-1]:
+            raise UsageError(
+                f"cannot fuse {first.model.info.name} and {e.model.info.name}: their features are "
+                f"{first.row_shape} and {e.row_shape} per image (patch grids {first.grid[0]}x{first.grid[1]} and "
+                f"{e.grid[0]}x{e.grid[1]})", hint="choose sizes that give both models the same patch grid (--size)")
+    return (*first.row_shape[:-1], sum(e.row_shape[-1] for e in extractors))
+
+
+def extract(extractors: list[Extractor], paths: list[str], write, start: int = 0, batch_size: int = 32,
+            workers: int | None = None, progress: Progress | None = None, stop: int | None = None) -> None:
+    """Run `paths[start:stop]` through every extractor in batches aligned to `batch_size` from index 0.
+
+    After each batch: `write(rows (k, *row_shape) numpy float32, next_input, skipped)`.
+    """
+    progress = progress or Progress()
+    stop = len(paths) if stop is None else stop
+    device = torch.device(extractors[0].model.info.device)
+    dtype = extractors[0].model.info.dtype
+    todo = paths[start:stop]
+    progress.start(len(todo), "features")
+    with torch.inference_mode():
+        for batch in batches(todo, [e.transform for e in extractors], batch_size, workers,
+                             pin_memory=device.type == "cuda"):
+            skipped = [Skipped(todo[i], reason).to_dict() for i, reason in batch.failures]
+            done = start + max(batch.indices + [i for i, _ in batch.failures]) + 1
+            if batch.tensors is None:
+                rows = None
+            else:
+                with autocast(device, dtype):
+                    parts = [e(x.to(device, non_blocking=True)) for e, x in zip(extractors, batch.tensors)]
+                rows = torch.cat(parts, dim=-1).cpu().numpy()
+            write(rows, done, skipped)
+            progress.advance(len(batch.indices) + len(batch.failures))
+    progress.close()
