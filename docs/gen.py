@@ -75,7 +75,7 @@ def main(check: bool) -> int:
             if not check:
                 page.write_text(new)
     if not check:
-        for picture in (where / "docs" / "img").iterdir():
+        for picture in (where / "docs" / "img").glob("*.png"):
             shutil.copyfile(picture, ROOT / "docs" / "img" / picture.name)
     if stale and check:
         print("stale docs (run `python docs/gen.py`): " + ", ".join(map(str, stale)), file=sys.stderr)

@@ -55,7 +55,7 @@ def classify(model: LoadedModel, paths: list[str], labels: list[str], top_k: int
     skipped: list[Skipped] = []
     progress.start(len(paths), "classify")
     with torch.inference_mode():
-        for batch in batches(paths, [transform], batch_size, workers, pin_memory=device.type == "cuda"):
+        for batch in batches(paths, [transform], batch_size, workers, device=device.type):
             skipped += [Skipped(paths[i], reason) for i, reason in batch.failures]
             if batch.tensors is not None:
                 x = batch.tensors[0].to(device, non_blocking=True)  # (B, 3, H, W), normalised

@@ -132,7 +132,7 @@ def extract(extractors: list[Extractor], paths: list[str], write, start: int = 0
     progress.start(len(todo), "features")
     with torch.inference_mode():
         for batch in batches(todo, [e.transform for e in extractors], batch_size, workers,
-                             pin_memory=device.type == "cuda"):
+                             device=device.type):
             skipped = [Skipped(todo[i], reason).to_dict() for i, reason in batch.failures]
             done = start + max(batch.indices + [i for i, _ in batch.failures]) + 1
             if batch.tensors is None:

@@ -52,16 +52,17 @@ def _collate(items) -> Batch:
 
 
 def default_workers(n_images: int, batch_size: int) -> int:
-    """Worker processes: none for a single batch (start-up would cost more than it saves), else up to 8."""
+    """Decoding processes: none for a single batch (start-up would cost more than it saves), else up to 8."""
     if n_images <= batch_size:
         return 0
     return min(os.cpu_count() or 1, 8)
 
 
 def batches(paths: list[str], transforms: list, batch_size: int, workers: int | None = None,
-            pin_memory: bool = False) -> Iterator[Batch]:
-    """Yield Batches over `paths` in order."""
+            device: str = "cpu") -> Iterator[Batch]:
+    """Yield Batches over `paths` in order; on CUDA in pinned memory, for non-blocking copies."""
     workers = default_workers(len(paths), batch_size) if workers is None else workers
+    pin_memory = device.startswith("cuda")
     loader = DataLoader(ImageFiles(paths, transforms), batch_size=batch_size, shuffle=False, num_workers=workers,
                         collate_fn=_collate, pin_memory=pin_memory, persistent_workers=False,
                         prefetch_factor=2 if workers else None)
