@@ -33,6 +33,8 @@ def _run_python(args: list[str]) -> subprocess.CompletedProcess:
         ["variants", "--json"],
         ["cost", "--variant", "L/14", "--size", "224", "--size", "448"],
         ["cost", "--model", "vit_base_patch16_224", "--json"],
+        ["tokens", "--preset", "openvla", "--json"],
+        ["cost", "--preset", "openvla"],
         ["tokens", "--size", "0", "--patch", "16"],  # errors too
     ],
 )

@@ -87,10 +87,12 @@ def test_layers_equal_forward_intermediates(cli, tmp_path, fixture, norm, reques
         full = model.forward_intermediates(x, indices=[1], norm=norm, output_fmt="NLC", intermediates_only=True,
                                            return_prefix_tokens=True)[0]
     tokens = torch.cat([full[1], full[0]], 1) if p else full
-    got, _ = feats(cli, tmp_path, model_dir, "--mode", "all", "--layer", "1", *(["--norm"] if norm else []), name="a.npy")
-    assert np.allclose(got[:, 0], tokens.numpy(), atol=1e-5)
+    got, side = feats(cli, tmp_path, model_dir, "--mode", "all", "--layer", "1", *(["--norm"] if norm else []),
+                      name="a.npy")
+    assert side["axes"] == ["image", "token", "channel"]  # one layer: no layer axis
+    assert np.allclose(got, tokens.numpy(), atol=1e-5)
     got, _ = feats(cli, tmp_path, model_dir, "--mode", "mean", "--layer", "-1", *(["--norm"] if norm else []), name="m.npy")
-    assert np.allclose(got[:, 0], tokens[:, p:].mean(1).numpy(), atol=1e-5)
+    assert np.allclose(got, tokens[:, p:].mean(1).numpy(), atol=1e-5)
 
 
 def test_layer_minus_2_is_second_to_last_block_as_emitted(cli, tmp_path, tiny_reg_dir):
@@ -101,7 +103,7 @@ def test_layer_minus_2_is_second_to_last_block_as_emitted(cli, tmp_path, tiny_re
     with torch.no_grad():
         model.forward_features(x)
     got, _ = feats(cli, tmp_path, tiny_reg_dir, "--mode", "patch", "--layer", "-2")
-    assert np.allclose(got[:, 0], seen["out"][:, 5:].numpy(), atol=1e-5)
+    assert np.allclose(got, seen["out"][:, 5:].numpy(), atol=1e-5)
     got2, _ = feats(cli, tmp_path, tiny_reg_dir, "--mode", "patch", "--layer", "-2", "--stop-early", name="s.npy")
     assert np.array_equal(got, got2)
 

@@ -28,6 +28,10 @@ def test_every_variant_equals_timm(spec):
     read = spec_from_model(model, spec.timm_name)  # every field as timm built it
     assert {f: getattr(spec, f) for f in FIELDS} == {f: getattr(read, f) for f in FIELDS}
     assert model.pretrained_cfg["tag"] == spec.default_tag  # timm's default tag for the arch
+    for tag in spec.other_tags:  # tags the table answers for without timm must build the same model
+        other = _meta(f"{spec.timm_name}.{tag}")
+        assert sum(p.numel() for p in other.parameters()) == spec.params
+        assert known_spec(f"{spec.timm_name}.{tag}") is spec
     assert spec.layout().seq_len == model.patch_embed.num_patches + model.num_prefix_tokens
 
 

@@ -129,6 +129,8 @@ def tokens(
     registers: Annotated[Optional[int], typer.Option("--registers", help="Register tokens (DINOv2-reg4: 4).",
                                                      show_default=False)] = None,
     model: ModelOpt = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", help="A named recipe: openvla (its encoders and the "
+                                                  "tokens its language model sees).", show_default=False)] = None,
     json: JsonOpt = False,
 ) -> None:
     """Count the tokens an image becomes: patch grid, prefix tokens, sequence length.
@@ -137,7 +139,7 @@ def tokens(
     """
     from vitcli.commands.tokens import run_tokens
 
-    result = run_tokens(size or [], patch or [], cls, registers, model)
+    result = run_tokens(size or [], patch or [], cls, registers, model, preset)
     render.print_json(result.to_dict()) if json else render.render_tokens(result)
 
 
@@ -175,6 +177,8 @@ def cost(
     num_classes: Annotated[Optional[int], typer.Option("--num-classes", help="Classifier size (0 = no head); "
                                                        "default: the model's own.", show_default=False)] = None,
     dtype: Annotated[str, typer.Option("--dtype", help="Activation dtype for the memory table.")] = "float32",
+    preset: Annotated[Optional[str], typer.Option("--preset", help="A named recipe: openvla (both encoders and the "
+                                                  "per-frame budget).", show_default=False)] = None,
     json: JsonOpt = False,
 ) -> None:
     """Compute parameters, MACs, FLOPs and memory per image, by part, exactly.
@@ -187,7 +191,7 @@ def cost(
         from vitcli.errors import UsageError
 
         raise UsageError(f"--num-classes {num_classes} must be 0 or more")
-    result = run_cost(model or [], variant or [], size or [], measure, num_classes, dtype)
+    result = run_cost(model or [], variant or [], size or [], measure, num_classes, dtype, preset)
     render.print_json(result.to_dict()) if json else render.render_cost(result)
 
 
@@ -264,7 +268,10 @@ def features(
     out: Annotated[str, typer.Option("--out", "-o", help="Output .npy (the sidecar .json goes beside it).",
                                      show_default=False)],
     model: ModelsOpt = None,
-    mode: Annotated[str, typer.Option("--mode", help="cls, patch, mean or all.")] = "patch",
+    preset: Annotated[Optional[str], typer.Option("--preset", help="A named recipe: openvla (DINOv2 + SigLIP, "
+                                                  "second-to-last block, 224 px, squashed).", show_default=False)] = None,
+    mode: Annotated[Optional[str], typer.Option("--mode", help="cls, patch, mean or all (default: patch).",
+                                                show_default=False)] = None,
     layer: Annotated[Optional[list[int]], typer.Option("--layer", help="Block output K (0-based; negative from "
                                                        "the end); repeat for several. Default: the final output.",
                                                        show_default=False)] = None,
@@ -273,6 +280,8 @@ def features(
     stop_early: Annotated[bool, typer.Option("--stop-early", help="Skip the blocks after the last --layer.")] = False,
     size: Annotated[Optional[str], typer.Option("--size", "-s", help="Rebuild the model(s) for this input size "
                                                 "(position embeddings resampled); N or HxW.", show_default=False)] = None,
+    squash: Annotated[bool, typer.Option("--squash", help="Resize to the input size without cropping (OpenVLA's "
+                                         "resize-naive) instead of the model's crop.")] = False,
     out_dtype: Annotated[str, typer.Option("--out-dtype", help="float32 or float16.")] = "float32",
     checkpoint: CheckpointOpt = None,
     num_classes: NumClassesOpt = None,
@@ -295,15 +304,25 @@ def features(
     from vitcli.commands.common import ModelRequest, RunOptions
     from vitcli.commands.features import run_features
 
+    from vitcli.errors import UsageError
+
+    if preset:
+        from vitcli.core.presets import get_preset
+
+        p = get_preset(preset)
+        given = [flag for flag, value in (("--model", model), ("--mode", mode), ("--layer", layer), ("--size", size),
+                                          ("--norm", norm), ("--squash", squash)) if value]
+        if given:
+            raise UsageError(f"--preset {p.name} sets {', '.join(given)} itself", hint="drop them, or spell the "
+                             "recipe out with --model, --layer, --size and --squash")
+        model, mode, layer, size, squash = list(p.models), p.mode, [p.layer], f"{p.size[0]}x{p.size[1]}", p.squash
     names = model or [None]
     if checkpoint and len(names) > 1:
-        from vitcli.errors import UsageError
-
-        raise UsageError("--checkpoint applies to one --model", hint="use local-dir: sources to fuse fine-tuned models")
-    requests = [ModelRequest(n, checkpoint, num_classes, not no_pretrained, device, dtype) for n in names]
+        raise UsageError("--checkpoint applies to one --model", hint="give fine-tuned models as local-dir: sources")
+    requests = [ModelRequest(n, checkpoint, num_classes, not no_pretrained, device, dtype, squash) for n in names]
     if no_pretrained:
         render.warn("--no-pretrained: random weights, the features are meaningless")
-    feat = FeatureRequest(mode, tuple(layer) if layer else None, norm, grid, stop_early)
+    feat = FeatureRequest(mode or "patch", tuple(layer) if layer else None, norm, grid, stop_early)
     with render.progress_bar() as progress:
         result = run_features(inputs, requests, feat, out, RunOptions(batch_size, workers, recursive), size, out_dtype,
                               force, resume, progress, announce=render.note)

@@ -74,14 +74,23 @@ def table(title: str | None, *columns: str, right_from: int = 1) -> Table:
 def render_tokens(result) -> None:
     con = out()
     model = result.layouts[0].model
-    t = table(f"{model} (timm)" if model else None, "image", "patch", "grid", "patch tokens", "prefix", "seq len",
-              right_from=0)
+    several = len({lay.model for lay in result.layouts}) > 1
+    title = f"preset {result.preset['name']}" if result.preset else (f"{model} (timm)" if model else None)
+    t = table(title, *(["model"] if several else []), "image", "patch", "grid", "patch tokens", "prefix", "seq len",
+              right_from=1 if several else 0)
     for lay in result.layouts:
         prefix = " + ".join(x for x in (("CLS" if lay.cls_token else ""),
                                          (f"{lay.registers} reg" if lay.registers else "")) if x) or "none"
-        t.add_row(pair(lay.image_size), pair(lay.patch_size), pair(lay.grid) + ("*" if lay.non_divisible else ""),
-                  f"{lay.num_patches:,}", prefix, f"{lay.seq_len:,}")
+        t.add_row(*([lay.model] if several else []), pair(lay.image_size), pair(lay.patch_size),
+                  pair(lay.grid) + ("*" if lay.non_divisible else ""), f"{lay.num_patches:,}", prefix, f"{lay.seq_len:,}")
     con.print(t)
+    if result.preset:
+        con.print(preset_line(result.preset))
+        return
+    if model:
+        for lay in result.layouts:
+            con.print(f"A language model fed this encoder's patch tokens (prefix dropped, as OpenVLA does) spends "
+                      f"{lay.num_patches:,} visual tokens per {pair(lay.image_size)} frame.")
     for lay in result.layouts:
         con.print(lay.explain())
         if lay.non_divisible:
@@ -107,6 +116,14 @@ def render_variants(result) -> None:
     out().print(t)
     out().print("params: exactly timm's count for the default pretrained tag (classes 0 = no head); "
                 "tokens: sequence length at the native size.")
+
+
+def preset_line(b: dict) -> str:
+    chans = " + ".join(map(str, b["channels_per_model"]))
+    return (f"{b['name']}: the language model receives {b['lm_tokens']:,} visual tokens per frame "
+            f"({b['grid'][0]}x{b['grid'][1]} patches, prefix tokens dropped) of {chans} = {b['channels']:,} channels: "
+            f"{human_bytes(b['bytes_per_frame']['float32'])} per frame in float32, "
+            f"{human_bytes(b['bytes_per_frame']['bfloat16'])} in bfloat16.")
 
 
 def render_cost(result) -> None:
@@ -150,6 +167,13 @@ def render_cost(result) -> None:
                        g(ops.get("addmm", 0) + ops.get("mm", 0), 3), g(ops.get("bmm", 0), 3),
                        "yes" if r.measured["params"] == r.params else f"no ({r.measured['params']:,})")
         con.print(mt)
+    if result.preset:
+        b = result.preset
+        con.print(f"[bold]Per frame, preset {b['name']}[/bold] (layers {b['layers']} of {b['depths']} blocks):")
+        con.print(f"  all blocks and heads: {g(b['macs_all_blocks'])} GMACs = {g(b['flops_all_blocks'])} GFLOPs")
+        con.print(f"  stopping after the layer used (--stop-early): {g(b['macs_stop_early'])} GMACs = "
+                  f"{g(b['flops_stop_early'])} GFLOPs ({pct(1 - b['macs_stop_early'] / b['macs_all_blocks'])} less)")
+        con.print("  " + preset_line(b))
 
 
 def facts(rows: list[tuple[str, str]]) -> None:

@@ -13,9 +13,14 @@ from torchvision import transforms as T
 from vitcli.core.tokens import Pair
 
 
-def data_config(model, img_size: Pair | None = None) -> dict:
-    """timm's eval data config for a built model, at `img_size` when given."""
+def data_config(model, img_size: Pair | None = None, squash: bool = False) -> dict:
+    """timm's eval data config for a built model, at `img_size` when given.
+
+    `squash`: resize straight to the input size, no crop (timm `crop_mode="squash"`, `crop_pct=1.0`; OpenVLA's
+    resize-naive)."""
     args = {"input_size": (3, *img_size)} if img_size else {}
+    if squash:
+        args.update(crop_mode="squash", crop_pct=1.0)
     cfg = resolve_data_config(args, model=model)
     cfg["input_size"] = tuple(cfg["input_size"])
     cfg["mean"], cfg["std"] = tuple(float(v) for v in cfg["mean"]), tuple(float(v) for v in cfg["std"])

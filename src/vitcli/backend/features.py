@@ -5,7 +5,8 @@ Shapes, per image (D: embed dim, T: tokens, N = gh·gw patch tokens, L: number o
     patch (N, D)          patch tokens only, prefix removed; with grid: (gh, gw, D)
     mean  (D,)            mean of the patch tokens
     all   (T, D)          every token, prefix first
-With layers, a layer axis comes first: (L, D), (L, N, D), (L, gh, gw, D), (L, T, D), layers ascending.
+With several layers, a layer axis comes first: (L, D), (L, N, D), (L, gh, gw, D), (L, T, D), layers
+ascending; one --layer gives the shapes above.
 Several models (fused features) are concatenated along the last (channel) axis, in the order given.
 """
 
@@ -58,6 +59,7 @@ class Extractor:
         if req.stop_early and self.layers is None:
             raise UsageError("--stop-early needs --layer")
         self.depth = depth
+        self.layer_axis = self.layers is not None and len(self.layers) > 1
         self.prefix = m.num_prefix_tokens
         self.has_cls = getattr(m, "cls_token", None) is not None
         if req.mode == "cls" and not self.has_cls and self.layers is not None:
@@ -69,7 +71,7 @@ class Extractor:
         n = self.grid[0] * self.grid[1]
         token_shape = {"cls": (self.dim,), "mean": (self.dim,), "all": (self.prefix + n, self.dim),
                        "patch": (*self.grid, self.dim) if req.grid else (n, self.dim)}[req.mode]
-        self.row_shape = ((len(self.layers),) if self.layers else ()) + token_shape
+        self.row_shape = ((len(self.layers),) if self.layer_axis else ()) + token_shape
         self.transform = eval_transform(model.info.data_config)
 
     @property
@@ -103,6 +105,8 @@ class Extractor:
         for out in outs:  # block order = ascending layers
             tokens = torch.cat([out[1], out[0]], dim=1) if isinstance(out, tuple) else out  # (B, T, D)
             per_layer.append(self._select(tokens))
+        if not self.layer_axis:
+            return per_layer[0].float()
         return torch.stack(per_layer, dim=1).float()  # (B, L, ...)
 
 

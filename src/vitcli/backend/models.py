@@ -10,6 +10,7 @@ code from a checkpoint: a pickle that would is refused.
 from __future__ import annotations
 
 import pickle
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,7 +75,7 @@ def resolve_device(device: str) -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if device not in ("cpu", "cuda", "mps") and not device.startswith("cuda:"):
+    if device not in ("cpu", "cuda", "mps", "meta") and not device.startswith("cuda:"):
         raise UsageError(f"--device {device!r} is not one of auto, cpu, cuda, cuda:N, mps")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {device}: CUDA is not available here", hint="use --device cpu or auto")
@@ -163,11 +164,12 @@ def checkpoint_num_classes(path: str) -> int | None:
 
 def load_model(name: str | None = None, pretrained: bool = True, checkpoint: str | None = None,
                num_classes: int | None = None, img_size: Pair | None = None, device: str = "auto",
-               dtype: str = "float32", **model_kwargs) -> LoadedModel:
+               dtype: str = "float32", squash: bool = False, **model_kwargs) -> LoadedModel:
     """Build and load a timm model in eval mode on `device`.
 
     `img_size` rebuilds the model for another input size (timm resamples the position embedding of the
-    pretrained weights); the data config follows it.
+    pretrained weights); the data config follows it. `squash` resizes without cropping. `device="meta"` builds
+    shapes only (no weights, no memory), for inspecting layouts.
     """
     name = name or DEFAULT_MODEL
     dev, _ = resolve_device(device), resolve_dtype(dtype)
@@ -183,12 +185,12 @@ def load_model(name: str | None = None, pretrained: bool = True, checkpoint: str
     if source == "local-dir" and not Path(name.split(":", 1)[1]).is_dir():
         raise ModelError(f"{name}: no such folder", hint="local-dir:PATH needs a folder with config.json and "
                                                          "model.safetensors (timm's save_for_hf format)")
-    use_hub = pretrained and not checkpoint
+    use_hub = pretrained and not checkpoint and dev.type != "meta"
     if not pretrained:
         torch.manual_seed(0)  # random weights, but the same ones every run: results are reproducible
     model = None
     try:
-        with _known_timm_errors(name):
+        with _known_timm_errors(name), torch.device(dev) if dev.type == "meta" else nullcontext():
             model = timm.create_model(name, pretrained=use_hub, **kwargs)
     except ModelError:
         raise
@@ -206,6 +208,8 @@ def load_model(name: str | None = None, pretrained: bool = True, checkpoint: str
     if checkpoint:
         load_checkpoint_safely(model, checkpoint)
         weights = f"checkpoint {checkpoint}"
+    elif dev.type == "meta":
+        weights = "none (meta device: shapes only)"
     elif use_hub:
         cfg = model.pretrained_cfg
         weights = (f"{source} {name.split(':', 1)[1]}" if source != "timm"
@@ -213,7 +217,7 @@ def load_model(name: str | None = None, pretrained: bool = True, checkpoint: str
     else:
         weights = "random, seed 0 (--no-pretrained)"
     model = model.eval().requires_grad_(False).to(dev)
-    cfg = data_config(model, img_size)
+    cfg = data_config(model, img_size, squash)
     pe = getattr(model, "patch_embed", None)
     info = ModelInfo(
         name=name, source=source, arch=model.pretrained_cfg.get("architecture", arch), tag=tag or

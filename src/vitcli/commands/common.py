@@ -17,6 +17,7 @@ class ModelRequest:
     pretrained: bool = True
     device: str = "auto"
     dtype: str = "float32"
+    squash: bool = False  # resize to the input size without cropping (OpenVLA's resize-naive)
 
     def __post_init__(self):
         if self.num_classes is not None and self.num_classes < 0:
@@ -43,4 +44,4 @@ def load(request: ModelRequest, **kwargs):
     from vitcli.backend.models import load_model
 
     return load_model(request.name, request.pretrained, request.checkpoint, request.num_classes,
-                      device=request.device, dtype=request.dtype, **kwargs)
+                      device=request.device, dtype=request.dtype, squash=request.squash, **kwargs)

@@ -13,14 +13,27 @@ from vitcli.errors import UsageError
 @dataclass(frozen=True)
 class CostResult:
     rows: tuple[CostReport, ...]
+    preset: dict | None = None  # core.presets.budget, with --preset
 
-    def to_dict(self) -> list[dict]:
-        return [r.to_dict() for r in self.rows]
+    def to_dict(self) -> list[dict] | dict:
+        """A list of rows; with a preset, {"preset": budget, "rows": [...]}."""
+        rows = [r.to_dict() for r in self.rows]
+        return {"preset": self.preset, "rows": rows} if self.preset else rows
 
 
 def run_cost(models: list[str], variants: list[str], sizes: list[str], measure: bool = False,
-             num_classes: int | None = None, act_dtype: str = "float32") -> CostResult:
-    """One row per (model or variant) x size, in the order given. Sizes default to each model's native size."""
+             num_classes: int | None = None, act_dtype: str = "float32", preset: str | None = None) -> CostResult:
+    """One row per (model or variant) x size, in the order given. Sizes default to each model's native size.
+
+    `preset`: its models at its size, plus the per-frame budget."""
+    if preset:
+        from vitcli.core.presets import budget, get_preset
+
+        p = get_preset(preset)
+        if models or variants or sizes:
+            raise UsageError(f"--preset {p.name} sets the models and size itself", hint="drop --model/--variant/--size")
+        result = run_cost(list(p.models), [], [f"{p.size[0]}x{p.size[1]}"], measure, num_classes, act_dtype)
+        return replace(result, preset=budget(p, [resolve_spec(m, p.size) for m in p.models]))
     if not models and not variants:
         raise UsageError("name at least one --model or --variant", hint="e.g. vitcli cost --variant B/16 --size 224")
     if act_dtype not in DTYPE_BYTES:

@@ -51,7 +51,7 @@ def _versions() -> dict:
 
 def _axes(extractor, fused: bool) -> list[str]:
     req = extractor.req
-    axes = ["image"] + (["layer"] if extractor.layers else [])
+    axes = ["image"] + (["layer"] if extractor.layer_axis else [])
     axes += {"cls": [], "mean": [], "all": ["token"], "patch": ["grid_row", "grid_col"] if req.grid else ["patch"]}[req.mode]
     return axes + ["channel"]
 
@@ -126,7 +126,8 @@ def run_features(inputs: list[str], requests: list[ModelRequest], feat, out: str
     extractors = [Extractor(m, feat) for m in models]
     row_shape = fused_row_shape(extractors)
     settings = {"batch_size": run.batch_size, "dtype": requests[0].dtype, "out_dtype": out_dtype,
-                "size": list(size_pair) if size_pair else None, "grid": feat.grid, "stop_early": feat.stop_early}
+                "size": list(size_pair) if size_pair else None, "squash": requests[0].squash, "grid": feat.grid,
+                "stop_early": feat.stop_early}
     fingerprint = {
         "models": [[m.info.name, m.info.weights] for m in models], "mode": feat.mode,
         "layers": list(extractors[0].layers or []), "norm": feat.norm, **settings,

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from vitcli.core.spec import ViTSpec, known_spec, split_model_name, variant_spec
+from vitcli.core.spec import ViTSpec, known_spec, variant_spec
 from vitcli.core.tokens import Pair
 
 
 def resolve_spec(model: str, img_size: Pair | None = None, num_classes: int | None = None) -> ViTSpec:
     """The spec of timm model `model` built at `img_size`.
 
-    Names in vitcli's table (with no tag or their default tag) answer without torch; any other timm name,
-    tag, or `local-dir:` source is read from timm itself on the meta device.
+    Names in vitcli's table (with no tag or a tag it knows) answer without torch; any other timm name, tag,
+    or `local-dir:` source is read from timm itself on the meta device.
     """
     spec = known_spec(model)
-    _, tag = split_model_name(model)
-    if spec is None or tag not in (None, spec.default_tag):
+    if spec is None:
         from vitcli.backend.arch import spec_from_timm  # imports torch
 
         spec = spec_from_timm(model, img_size, num_classes)

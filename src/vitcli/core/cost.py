@@ -31,20 +31,24 @@ DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "int8": 1}
 BREAKDOWN_KEYS = ("patch_embed", "attn_proj", "attn_matmul", "mlp", "head")
 
 
-def macs_breakdown(spec: ViTSpec, layout: TokenLayout) -> dict[str, int]:
-    """MACs per part for one image at `layout` (which must be `spec`'s layout at some size)."""
-    d, L, m, f = spec.embed_dim, spec.depth, spec.mlp_dim, spec.fc1_dim
+def macs_breakdown(spec: ViTSpec, layout: TokenLayout, blocks: int | None = None, head: bool = True) -> dict[str, int]:
+    """MACs per part for one image at `layout` (which must be `spec`'s layout at some size).
+
+    `blocks` < depth counts only the first blocks and `head=False` leaves out pooling and classifier: the cost
+    of reading block `blocks - 1`'s output with `forward_intermediates(stop_early=True)`."""
+    d, m, f = spec.embed_dim, spec.mlp_dim, spec.fc1_dim
+    L = spec.depth if blocks is None else blocks
     n, t = layout.num_patches, layout.seq_len
     ph, pw = spec.patch_size
-    head = d * spec.num_classes
+    head_macs = d * spec.num_classes
     if spec.global_pool == "map":  # timm AttentionPoolLatent, one latent query over all T tokens
-        head += d * d + t * d * 2 * d + 2 * t * d + d * d + 2 * d * m
+        head_macs += d * d + t * d * 2 * d + 2 * t * d + d * d + 2 * d * m
     return {
         "patch_embed": n * d * spec.in_chans * ph * pw,
         "attn_proj": L * (t * d * 3 * d + t * d * d),
         "attn_matmul": L * 2 * t * t * d,
         "mlp": L * (t * d * f + t * m * d),
-        "head": head,
+        "head": head_macs if head else 0,
     }
 
 

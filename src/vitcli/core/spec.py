@@ -44,6 +44,7 @@ class ViTSpec:
     global_pool: str = "token"  # token | avg | map ('map': attention-pool head, SigLIP)
     num_classes: int = 1000  # timm's default for the architecture's default tag; 0 = no head
     default_tag: str = ""
+    other_tags: tuple[str, ...] = ()  # further pretrained tags with the same architecture and head
 
     # ---- derived -------------------------------------------------------------------------------------------
     @property
@@ -181,7 +182,7 @@ VARIANTS: tuple[ViTSpec, ...] = (
     _vit("B", 768, 12, 12, 16, family="SigLIP", arch="vit_base_patch16_siglip_224", tag="v2_webli",
          class_token=False, global_pool="map", num_classes=0),
     _vit("So400m", 1152, 27, 16, 14, family="SigLIP", arch="vit_so400m_patch14_siglip_224", tag="v2_webli",
-         mlp_dim=4304, class_token=False, global_pool="map", num_classes=0),
+         other_tags=("webli",), mlp_dim=4304, class_token=False, global_pool="map", num_classes=0),
     _vit("B", 768, 12, 12, 16, arch="vit_base_patch16_clip_224", **_CLIP),
     _vit("B", 768, 12, 12, 32, arch="vit_base_patch32_clip_224", **_CLIP),
     _vit("L", 1024, 24, 16, 14, arch="vit_large_patch14_clip_224", **_CLIP),
@@ -205,8 +206,12 @@ def split_model_name(name: str) -> tuple[str, str | None]:
 
 
 def known_spec(model: str) -> ViTSpec | None:
-    """The table's spec for a timm model name (with or without tag), or None when the table lacks it."""
-    return _BY_TIMM.get(split_model_name(model)[0])
+    """The table's spec for a timm name with no tag or a tag the table knows; None otherwise (read timm)."""
+    arch, tag = split_model_name(model)
+    spec = _BY_TIMM.get(arch)
+    if spec is None or tag not in (None, spec.default_tag, *spec.other_tags):
+        return None
+    return spec
 
 
 def variant_spec(variant: str) -> ViTSpec:
