@@ -332,5 +332,40 @@ def features(
     render.report_skipped(result.skipped, result.total)
 
 
+@app.command()
+@handle_errors
+def bench(
+    model: ModelsOpt = None,
+    size: Annotated[Optional[str], typer.Option("--size", "-s", help="Input size N or HxW (default: the model's).",
+                                                show_default=False)] = None,
+    batch_size: Annotated[Optional[list[int]], typer.Option("--batch-size", "-b", help="Batch size; repeat for "
+                                                            "several (default 1).", show_default=False)] = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "float32",
+    compile: Annotated[bool, typer.Option("--compile", help="Run the model through torch.compile.")] = False,
+    channels_last: Annotated[bool, typer.Option("--channels-last", help="Use channels-last memory format.")] = False,
+    pretrained: Annotated[bool, typer.Option("--pretrained", help="Load real weights (default: random, no "
+                                             "download).")] = False,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed iterations first.")] = 2,
+    iters: Annotated[int, typer.Option("--iters", help="Timed iterations.")] = 5,
+    peak: Annotated[Optional[float], typer.Option("--peak", help="The device's peak TFLOP/s for MFU (default: "
+                                                  "measured by a matmul probe).", show_default=False)] = None,
+    end_to_end: Annotated[Optional[list[str]], typer.Option("--end-to-end", help="Images (files, folders, globs) "
+                                                            "to decode and preprocess in the loop.",
+                                                            show_default=False)] = None,
+    workers: WorkersOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Measure images/s, latency, peak memory and MFU of a model's forward pass.
+
+    Example: vitcli bench --model vit_base_patch16_224 --batch-size 1 --batch-size 32
+    """
+    from vitcli.commands.bench import run_bench
+
+    result = run_bench(model or [], batch_size or [], size, device, dtype, compile, channels_last, pretrained, warmup,
+                       iters, peak, end_to_end, workers, note=render.warn)
+    render.print_json(result.to_dict()) if json else render.render_bench(result)
+
+
 def main() -> None:
     app()

@@ -293,3 +293,19 @@ def render_features(result) -> None:
     rows.append(("images", f"{len(d['images'])} written, {len(d['skipped'])} skipped"
                            + (f", resumed after {result.resumed_from}" if result.resumed_from else "")))
     facts(rows)
+
+
+def render_bench(result) -> None:
+    con = out()
+    t = table("Forward pass, measured (median of timed iterations)", "model", "size", "batch", "dtype", "device",
+              "img/s", "ms/batch (p10-p90)", "TFLOP/s", "MFU", "peak mem")
+    for r in result.rows:
+        t.add_row(r.model + (" [e2e]" if r.end_to_end else ""), pair(r.image_size),
+                  str(r.batch_size) + ("*" if r.batch_size != r.requested_batch_size else ""), r.dtype, r.device,
+                  f"{r.img_per_s:,.1f}", f"{r.ms_per_batch:,.1f} ({r.ms_per_batch_p10:,.0f}-{r.ms_per_batch_p90:,.0f})",
+                  f"{r.tflops:.3f}", pct(r.mfu), human_bytes(r.peak_memory_bytes))
+    con.print(t)
+    first = result.rows[0]
+    con.print(f"FLOPs per image: {first.flops_source}; peak {first.peak_tflops:.3f} TFLOP/s ({first.peak_source}); "
+              f"memory: {first.memory_source}." + (" *: batch halved to fit in memory." if any(
+                  r.batch_size != r.requested_batch_size for r in result.rows) else ""))
