@@ -57,7 +57,8 @@ def test_console_script_and_module_entry():
     assert p.returncode == 0 and json.loads(p.stdout)["seq_len"] == 197
 
 
-@pytest.mark.parametrize("command", ["tokens", "variants", "cost", "patchify", "classify", "features", "bench"])
+@pytest.mark.parametrize("command", ["tokens", "variants", "cost", "patchify", "classify", "features", "bench",
+                                     "attention", "posembed", "inspect"])
 def test_help_first_line_and_example(cli, command):
     r = cli(command, "--help")
     assert r.exit_code == 0

@@ -367,5 +367,89 @@ def bench(
     render.print_json(result.to_dict()) if json else render.render_bench(result)
 
 
+PictureOpt = Annotated[Optional[str], typer.Option("--out", "-o", help="Write the picture (PNG).", show_default=False)]
+NpyOpt = Annotated[Optional[str], typer.Option("--npy", help="Write the numbers (.npy).", show_default=False)]
+
+
+def _look_request(model, checkpoint, no_pretrained, device):
+    from vitcli.commands.common import ModelRequest
+
+    if no_pretrained:
+        render.warn("--no-pretrained: random weights, the pictures show the pipeline, not a trained model")
+    return ModelRequest(model, checkpoint, None, not no_pretrained, device)
+
+
+@app.command()
+@handle_errors
+def attention(
+    image: Annotated[str, typer.Argument(help="Image file.", show_default=False)],
+    model: ModelOpt = None,
+    layer: Annotated[int, typer.Option("--layer", help="Block (0-based; negative from the end).")] = -1,
+    head: Annotated[str, typer.Option("--head", help="mean (every head and their mean) or a head index.")] = "mean",
+    rollout: Annotated[bool, typer.Option("--rollout", help="Attention rollout over all blocks instead.")] = False,
+    discard_ratio: Annotated[float, typer.Option("--discard-ratio", help="Rollout: drop this fraction of the "
+                                                 "lowest attention values per block.")] = 0.0,
+    out: PictureOpt = None,
+    npy: NpyOpt = None,
+    checkpoint: CheckpointOpt = None,
+    no_pretrained: NoPretrainedOpt = False,
+    device: DeviceOpt = "auto",
+    force: ForceOpt = False,
+    json: JsonOpt = False,
+) -> None:
+    """Show where a ViT attends: attention maps of a block, or attention rollout, over the image.
+
+    Example: vitcli attention photo.jpg --model vit_small_patch16_224.augreg_in21k_ft_in1k -o attn.png
+    """
+    from vitcli.commands.look import run_attention
+
+    result = run_attention(image, _look_request(model, checkpoint, no_pretrained, device), layer, head, rollout,
+                           discard_ratio, out, npy, force)
+    render.print_json(result.to_dict()) if json else render.render_attention(result)
+
+
+@app.command()
+@handle_errors
+def posembed(
+    model: ModelOpt = None,
+    size: Annotated[Optional[str], typer.Option("--size", "-s", help="Resample the embedding to this input size "
+                                                "(timm resample_abs_pos_embed).", show_default=False)] = None,
+    out: PictureOpt = None,
+    npy: NpyOpt = None,
+    checkpoint: CheckpointOpt = None,
+    no_pretrained: NoPretrainedOpt = False,
+    force: ForceOpt = False,
+    json: JsonOpt = False,
+) -> None:
+    """Compare every patch's position embedding with every other's (the ViT paper's figure 7).
+
+    Example: vitcli posembed --model vit_base_patch16_224 -o pos.png
+    """
+    from vitcli.commands.look import run_posembed
+
+    result = run_posembed(_look_request(model, checkpoint, no_pretrained, "cpu"), size, out, npy, force)
+    render.print_json(result.to_dict()) if json else render.render_posembed(result)
+
+
+@app.command()
+@handle_errors
+def inspect(
+    image: Annotated[str, typer.Argument(help="Image file.", show_default=False)],
+    model: ModelOpt = None,
+    checkpoint: CheckpointOpt = None,
+    no_pretrained: NoPretrainedOpt = False,
+    device: DeviceOpt = "auto",
+    json: JsonOpt = False,
+) -> None:
+    """Follow the tokens through the blocks: norms, CLS attention entropy, CLS versus patches.
+
+    Example: vitcli inspect photo.jpg --model vit_small_patch14_reg4_dinov2.lvd142m
+    """
+    from vitcli.commands.look import run_inspect
+
+    result = run_inspect(image, _look_request(model, checkpoint, no_pretrained, device))
+    render.print_json(result.to_dict()) if json else render.render_inspect(result)
+
+
 def main() -> None:
     app()

@@ -134,3 +134,106 @@ def mosaic_picture(img: Image.Image, patch: Pair, cls_token: bool, registers: in
                 d.text((x + 2, y + 1), label, fill=(0, 0, 0), font=f)
                 d.text((x + 1, y), label, fill=(255, 255, 255), font=f)
     return with_legend(pic, [f"{gh * gw} patches in token order (row by row) | " + prefix_legend(cls_token, registers)])
+
+
+# ---- heat maps ---------------------------------------------------------------------------------------------
+
+# anchors of matplotlib's "inferno" (perceptually uniform, readable in greyscale), interpolated to 256 entries
+_INFERNO = [(0.0, (0, 0, 4)), (0.13, (31, 12, 72)), (0.25, (85, 15, 109)), (0.38, (136, 34, 106)),
+            (0.5, (186, 54, 85)), (0.63, (227, 89, 51)), (0.75, (249, 140, 10)), (0.88, (249, 201, 50)),
+            (1.0, (252, 255, 164))]
+
+
+def _lut():
+    import numpy as np
+
+    xs = np.linspace(0, 1, 256)
+    at = [a for a, _ in _INFERNO]
+    return np.stack([np.interp(xs, at, [c[i] for _, c in _INFERNO]) for i in range(3)], axis=-1).astype("uint8")
+
+
+def colorize(values, lo: float, hi: float) -> Image.Image:
+    """(h, w) numbers -> RGB image through the colour map, `lo`..`hi` spanning it."""
+    import numpy as np
+
+    v = np.clip((np.asarray(values, dtype=np.float64) - lo) / max(hi - lo, 1e-12), 0, 1)
+    return Image.fromarray(_lut()[np.round(v * 255).astype(int)], "RGB")
+
+
+def overlay(img: Image.Image, heat, alpha: float = 0.6) -> Image.Image:
+    """A (gh, gw) map, scaled to its own maximum, blended over the image (smoothly upsampled)."""
+    import numpy as np
+
+    heat = np.asarray(heat, dtype=np.float64)
+    top = heat.max() if heat.max() > 0 else 1.0
+    small = Image.fromarray(np.round(heat / top * 255).astype("uint8"), "L")
+    big = np.asarray(small.resize(img.size, Image.Resampling.BILINEAR), dtype=np.float64) / 255
+    return Image.blend(img.convert("RGB"), colorize(big, 0, 1), alpha)
+
+
+def colorbar(width: int, lo_text: str, hi_text: str, height: int = 12) -> Image.Image:
+    import numpy as np
+
+    bar = colorize(np.tile(np.linspace(0, 1, width - 120), (height, 1)), 0, 1)
+    out = Image.new("RGB", (width, height + 4), (24, 24, 24))
+    out.paste(bar, (60, 2))
+    d = ImageDraw.Draw(out)
+    f = font(11)
+    d.text((4, 1), lo_text, fill=(235, 235, 235), font=f)
+    d.text((width - 56, 1), hi_text, fill=(235, 235, 235), font=f)
+    return out
+
+
+def montage(tiles: list[tuple[str, Image.Image]], columns: int, gap: int = 6) -> Image.Image:
+    """Titled tiles of equal size in a grid."""
+    w, h = tiles[0][1].size
+    rows = -(-len(tiles) // columns)
+    title_h = 16
+    out = Image.new("RGB", (columns * (w + gap) + gap, rows * (h + title_h + gap) + gap), (24, 24, 24))
+    d = ImageDraw.Draw(out)
+    f = font(12)
+    for i, (title, tile) in enumerate(tiles):
+        x, y = gap + (i % columns) * (w + gap), gap + (i // columns) * (h + title_h + gap)
+        d.text((x, y), title, fill=(235, 235, 235), font=f)
+        out.paste(tile, (x, y + title_h))
+    return out
+
+
+def attention_picture(img: Image.Image, maps: list[tuple[str, object]], lines: list[str], tile: int = 192) -> Image.Image:
+    """The image, then one overlay per map (the mean of the heads first), a colour bar and the legend."""
+    scale = tile / max(img.size)
+    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    base = img.resize(size, Image.Resampling.BICUBIC)
+    tiles = [("input", base)] + [(title, overlay(base, heat)) for title, heat in maps]
+    pic = montage(tiles, columns=min(len(tiles), 5))
+    bar = colorbar(pic.width, "0", "map max")
+    stacked = Image.new("RGB", (pic.width, pic.height + bar.height), (24, 24, 24))
+    stacked.paste(pic, (0, 0))
+    stacked.paste(bar, (0, pic.height))
+    return with_legend(stacked, lines)
+
+
+def similarity_picture(sim, grid: tuple[int, int], max_side: int = 16) -> Image.Image:
+    """The ViT paper's figure 7: for each patch position (every k-th when the grid is large), a small map of its
+    position embedding's cosine similarity with every other position's, colours from -1 to 1."""
+    import numpy as np
+
+    gh, gw = grid
+    step = max(1, -(-max(gh, gw) // max_side))
+    cell = max(2, 48 // max(gh, gw))
+    rows, cols = list(range(0, gh, step)), list(range(0, gw, step))
+    gap, tile = 2, (gw * cell, gh * cell)
+    out = Image.new("RGB", (len(cols) * (tile[0] + gap) + gap, len(rows) * (tile[1] + gap) + gap), (24, 24, 24))
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            m = np.asarray(sim)[r * gw + c].reshape(gh, gw)
+            out.paste(colorize(m, -1, 1).resize(tile, Image.Resampling.NEAREST), (gap + j * (tile[0] + gap),
+                                                                                 gap + i * (tile[1] + gap)))
+    bar = colorbar(max(out.width, 240), "-1", "+1")
+    stacked = Image.new("RGB", (max(out.width, bar.width), out.height + bar.height), (24, 24, 24))
+    stacked.paste(out, (0, 0))
+    stacked.paste(bar, (0, out.height))
+    lines = [f"Position-embedding similarity, {gh}x{gw} patch grid: tile (row r, column c) shows the cosine "
+             f"similarity of patch (r, c)'s position embedding with every patch's"
+             + (f" (every {step} rows and columns)" if step > 1 else "") + "."]
+    return with_legend(stacked, lines)

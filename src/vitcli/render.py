@@ -309,3 +309,40 @@ def render_bench(result) -> None:
     con.print(f"FLOPs per image: {first.flops_source}; peak {first.peak_tflops:.3f} TFLOP/s ({first.peak_source}); "
               f"memory: {first.memory_source}." + (" *: batch halved to fit in memory." if any(
                   r.batch_size != r.requested_batch_size for r in result.rows) else ""))
+
+
+def render_attention(result) -> None:
+    what = ("attention rollout over all blocks" if result.rollout else f"block {result.layer}")
+    rows = [("model", f"{result.model.name} ({result.model.weights})"), ("image", result.image),
+            ("attention", f"{what}: {result.heads} head{'s' if result.heads != 1 else ''} over {result.tokens} tokens "
+                          f"({pair(result.grid)} patches)"),
+            ("map", result.map_source)]
+    if result.prefix_attention:
+        regs = result.prefix_attention["registers"]
+        rows.append(("CLS -> CLS", f"{result.prefix_attention['cls']:.4f}"))
+        if regs:
+            rows.append(("CLS -> registers", ", ".join(f"{v:.4f}" for v in regs)))
+    rows += [(f"wrote {k}", v) for k, v in result.outputs.items()]
+    facts(rows)
+
+
+def render_posembed(result) -> None:
+    rows = [("model", f"{result.model.name} ({result.model.weights})"),
+            ("positions", f"{pair(result.grid)} = {result.grid[0] * result.grid[1]}"
+                          + (" (resampled by timm)" if result.resampled else "")),
+            ("neighbours", f"mean cosine similarity of adjacent positions: {result.neighbour_similarity:.3f}"),
+            ("far apart", f"mean cosine similarity of positions half the grid apart or more: {result.far_similarity:.3f}")]
+    rows += [(f"wrote {k}", v) for k, v in result.outputs.items()]
+    facts(rows)
+
+
+def render_inspect(result) -> None:
+    t = table(f"{result.model.name}: tokens after each block ({result.image})", "block", "norm mean",
+              "norm median", "norm max", "max/median", "CLS attn entropy", "cos(CLS, mean patch)")
+    for r in result.rows:
+        opt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+        t.add_row(str(r["block"]), f"{r['norm_mean']:.2f}", f"{r['norm_median']:.2f}", f"{r['norm_max']:.2f}",
+                  f"{r['max_over_median']:.2f}", opt(r["cls_attention_entropy"]), opt(r["cls_cos_mean_patch"]))
+    out().print(t)
+    out().print("Norms are of patch tokens; a max/median far above 1 marks high-norm outlier tokens (the artifact "
+                "registers absorb). Entropy in nats: low = the CLS token attends to few tokens.")

@@ -1,0 +1,139 @@
+"""Look inside a timm ViT: attention probabilities, attention rollout, position-embedding similarity, and
+per-block token statistics.
+
+Attention: timm's fused attention (`F.scaled_dot_product_attention`) never materialises the probabilities, so
+vitcli switches it off for the blocks it reads; timm's own unfused path then computes
+softmax(q·scale @ kᵀ) (after any q/k norm the model has) and passes it through `attn_drop` (identity in eval),
+where a forward hook records it. Nothing is recomputed outside timm.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from vitcli.backend.models import LoadedModel
+from vitcli.errors import ModelError, UsageError
+
+
+def block_index(model: LoadedModel, k: int) -> int:
+    depth = len(model.module.blocks)
+    if not -depth <= k < depth:
+        raise UsageError(f"--layer {k} is out of range for {model.info.name}, which has {depth} blocks",
+                         hint=f"use 0..{depth - 1}, or -1..-{depth} from the end")
+    return k % depth
+
+
+@contextmanager
+def recording_attention(module: torch.nn.Module, blocks: list[int]):
+    """Yield a dict block -> list of (B, heads, T, T) probabilities recorded during forwards inside."""
+    seen: dict[int, list] = {b: [] for b in blocks}
+    hooks, fused = [], {}
+    for b in blocks:
+        attn = module.blocks[b].attn
+        if not (hasattr(attn, "fused_attn") and hasattr(attn, "attn_drop")):
+            raise ModelError(f"block {b} uses {type(attn).__name__}, whose attention vitcli cannot read",
+                             hint="use a timm ViT with standard attention (ViT, DeiT, DINOv2, SigLIP, CLIP)")
+        fused[b] = attn.fused_attn
+        attn.fused_attn = False
+        hooks.append(attn.attn_drop.register_forward_hook(lambda m, i, o, b=b: seen[b].append(o.detach().float())))
+    try:
+        yield seen
+    finally:
+        for h in hooks:
+            h.remove()
+        for b, f in fused.items():
+            module.blocks[b].attn.fused_attn = f
+
+
+def attention(model: LoadedModel, x: torch.Tensor, blocks: list[int]) -> dict[int, np.ndarray]:
+    """Attention probabilities of `blocks` for the batch x: block -> (B, heads, T, T), rows sum to 1."""
+    with torch.inference_mode(), recording_attention(model.module, blocks) as seen:
+        model.module.forward_features(x)
+    return {b: seen[b][0].cpu().numpy() for b in blocks}
+
+
+def rollout(attns: list[np.ndarray], discard_ratio: float = 0.0) -> np.ndarray:
+    """Attention rollout (Abnar & Zuidema, 2020) over blocks in order, for one image.
+
+    Each block: heads averaged; with `discard_ratio`, that fraction of the lowest entries set to 0 (never the
+    CLS-to-CLS entry, as in Gildenblat's reference); identity added for the residual connection; rows
+    renormalised. The result is the product A_L ... A_1: (T, T), rows sum to 1.
+    """
+    if not 0 <= discard_ratio < 1:
+        raise UsageError(f"--discard-ratio {discard_ratio} must be in [0, 1)")
+    t = attns[0].shape[-1]
+    result = np.eye(t)
+    for a in attns:  # a: (heads, T, T)
+        fused = a.mean(axis=0).astype(np.float64)
+        if discard_ratio:
+            flat = fused.reshape(-1)
+            drop = np.argsort(flat, kind="stable")[: int(flat.size * discard_ratio)]
+            flat[drop[drop != 0]] = 0
+        fused = fused + np.eye(t)
+        fused /= fused.sum(axis=-1, keepdims=True)
+        result = fused @ result
+    return result
+
+
+def position_embedding(model: LoadedModel, size: tuple[int, int] | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """The patch position embeddings (N, D) and their grid; resampled by timm to `size` when given."""
+    from timm.layers import resample_abs_pos_embed
+
+    m = model.module
+    pos = getattr(m, "pos_embed", None)
+    if not isinstance(pos, torch.nn.Parameter) or pos.ndim != 3:
+        raise ModelError(f"{model.info.name} has no learned absolute position embedding",
+                         hint="models with rotary (RoPE) or relative position encodings carry position inside "
+                              "attention; posembed needs a ViT with a pos_embed table (ViT, DeiT, DINOv2, SigLIP, CLIP)")
+    prefix = 0 if getattr(m, "no_embed_class", False) else m.num_prefix_tokens
+    grid = tuple(m.patch_embed.grid_size)
+    table = pos.detach().float()
+    if size is not None:
+        ph, pw = m.patch_embed.patch_size
+        new = (size[0] // ph, size[1] // pw)
+        if new[0] < 1 or new[1] < 1:
+            raise UsageError(f"--size {size[0]}x{size[1]} is smaller than one patch ({ph}x{pw})")
+        table = resample_abs_pos_embed(table, new_size=list(new), old_size=list(grid), num_prefix_tokens=prefix)
+        grid = new
+    return table[0, prefix:].cpu().numpy(), grid
+
+
+def cosine_matrix(v: np.ndarray) -> np.ndarray:
+    """(N, D) -> (N, N) cosine similarities."""
+    v = v.astype(np.float64)
+    v = v / np.linalg.norm(v, axis=-1, keepdims=True).clip(min=1e-12)
+    return v @ v.T
+
+
+def block_stats(model: LoadedModel, x: torch.Tensor) -> list[dict]:
+    """Per block, for one image: patch-token norms (mean, median, max, max/median: high-norm outliers are the
+    register artifact), entropy of the CLS token's attention (nats, heads averaged), and the cosine similarity
+    of the CLS output to the mean patch output. CLS fields are None for a model without CLS."""
+    m = model.module
+    blocks = list(range(len(m.blocks)))
+    outs: dict[int, torch.Tensor] = {}
+    hooks = [m.blocks[b].register_forward_hook(lambda mod, i, o, b=b: outs.__setitem__(b, o.detach().float()))
+             for b in blocks]
+    try:
+        with torch.inference_mode(), recording_attention(m, blocks) as seen:
+            m.forward_features(x[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+    p, has_cls = m.num_prefix_tokens, getattr(m, "cls_token", None) is not None
+    rows = []
+    for b in blocks:
+        tokens = outs[b][0]  # (T, D)
+        norms = tokens[p:].norm(dim=-1)
+        row = {"block": b, "norm_mean": float(norms.mean()), "norm_median": float(norms.median()),
+               "norm_max": float(norms.max()), "max_over_median": float(norms.max() / norms.median()),
+               "cls_attention_entropy": None, "cls_cos_mean_patch": None}
+        if has_cls:
+            a = seen[b][0][0, :, 0, :]  # (heads, T): the CLS query's attention
+            row["cls_attention_entropy"] = float(-(a * a.clamp(min=1e-12).log()).sum(-1).mean())
+            row["cls_cos_mean_patch"] = float(torch.nn.functional.cosine_similarity(tokens[0], tokens[p:].mean(0), dim=0))
+        rows.append(row)
+    return rows
