@@ -72,7 +72,7 @@ def test_preset_real_architectures_on_meta():
     """The two real OpenVLA encoders, built on the meta device (no weights): layout, preprocessing, cost."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from vitcli.backend.arch import _unfuse_attention
+    from vitcli.backend.arch import unfuse_attention
     from vitcli.backend.features import Extractor, FeatureRequest, fused_row_shape
     from vitcli.commands.common import ModelRequest, load
     from vitcli.commands.specs import resolve_spec
@@ -97,7 +97,7 @@ def test_preset_real_architectures_on_meta():
     full = early = 0
     for m, e in zip(models, extractors):
         module = m.module.requires_grad_(False)
-        _unfuse_attention(module)
+        unfuse_attention(module)
         x = torch.empty(1, 3, 224, 224, device="meta")
         with FlopCounterMode(display=False) as fc, torch.no_grad():
             module(x)

@@ -21,6 +21,12 @@ from vitcli.errors import OutputError
 from vitcli.outputs import atomic_output
 
 
+def save_npy(array: np.ndarray, target: Path | str) -> None:
+    """np.save, atomically (to a file handle: np.save would append .npy to the temporary name)."""
+    with atomic_output(target) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
+
+
 def partial_paths(target: Path) -> tuple[Path, Path]:
     return target.with_name(target.name + ".partial"), target.with_name(target.name + ".partial.json")
 
@@ -76,10 +82,6 @@ class NpyWriter:
         else:
             self.mm = npy_format.open_memmap(self.path, mode="w+", dtype=self.dtype, shape=self.shape)
             self._save_state()
-
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape)) * self.dtype.itemsize
 
     def write(self, rows: np.ndarray, next_input: int, skipped: list) -> None:
         """Append `rows` (k, *row_shape), then record that inputs before `next_input` are done."""

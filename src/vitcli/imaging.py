@@ -149,10 +149,6 @@ def unpatchify(rows: np.ndarray, grid: Pair, patch: Pair, channels: int = 3) -> 
     return rows.reshape(gh, gw, ph, pw, channels).transpose(0, 2, 1, 3, 4).reshape(gh * ph, gw * pw, channels)
 
 
-def grid_of(size: Pair, patch: Pair) -> Pair:
-    return (size[0] // patch[0], size[1] // patch[1])
-
-
 def upscale_factor(patch: Pair, grid: Pair, min_patch_px: int = 32, max_side: int = 2400) -> int:
     """How much to enlarge a picture so patches are at least `min_patch_px` wide, within `max_side` pixels."""
     want = math.ceil(min_patch_px / min(patch))

@@ -63,6 +63,12 @@ def atomic_output(target: Path | str) -> Iterator[Path]:
         raise
 
 
+def save_picture(img, target: Path | str) -> None:
+    """Save a PIL image as PNG, atomically."""
+    with atomic_output(target) as tmp:
+        img.save(tmp, format="PNG")
+
+
 def ensure_room(target: Path, nbytes: int, margin: int = 64 * 1024 * 1024) -> None:
     """Raise OutputError when the disk holding `target` has less than `nbytes` (+ margin) free."""
     free = shutil.disk_usage(target.parent).free

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from vitcli.units import human_bytes  # noqa: F401  (used by the renderers below)
+from vitcli.units import human_bytes
 
 
 def out() -> Console:
@@ -95,7 +95,7 @@ def render_tokens(result) -> None:
         con.print(lay.explain())
         if lay.non_divisible:
             r = lay.non_divisible
-            (h, w), (ph, pw) = lay.image_size, lay.patch_size
+            h, w = lay.image_size
             con.print(f"  * {pair(lay.image_size)} is not a multiple of {pair(lay.patch_size)} "
                       f"(remainder {r.remainder[0]} rows, {r.remainder[1]} columns):")
             con.print("    standard ViT: rejects the image (strict_img_size)")
@@ -288,7 +288,7 @@ def render_features(result) -> None:
             ("layers", f"{d['layers']}: {d['layer_source']}" if d["layers"] else d["layer_source"])]
     for m in d["models"]:
         cfg = m["data_config"]
-        rows.append((f"model", f"{m['name']} ({m['weights']}); input {cfg['input_size'][1]}x{cfg['input_size'][2]}, "
+        rows.append(("model", f"{m['name']} ({m['weights']}); input {cfg['input_size'][1]}x{cfg['input_size'][2]}, "
                                f"grid {m['grid'][0]}x{m['grid'][1]}, channels {m['channels'][0]}-{m['channels'][1] - 1}"))
     rows.append(("images", f"{len(d['images'])} written, {len(d['skipped'])} skipped"
                            + (f", resumed after {result.resumed_from}" if result.resumed_from else "")))

@@ -33,7 +33,7 @@ def unknown_model_error(name: str) -> ModelError:
 
 
 @contextmanager
-def _known_timm_errors(name: str) -> Iterator[None]:
+def known_timm_errors(name: str) -> Iterator[None]:
     try:
         yield
     except RuntimeError as e:
@@ -48,7 +48,7 @@ def build_meta(name: str, img_size: Pair | None = None, num_classes: int | None 
         kwargs["img_size"] = tuple(img_size)
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
-    with _known_timm_errors(name), torch.device("meta"):
+    with known_timm_errors(name), torch.device("meta"):
         return timm.create_model(name, pretrained=False, **kwargs)
 
 
@@ -103,7 +103,7 @@ def spec_from_timm(name: str, img_size: Pair | None = None, num_classes: int | N
     return spec_from_model(build_meta(name, img_size, num_classes), name)
 
 
-def _unfuse_attention(model: torch.nn.Module) -> int:
+def unfuse_attention(model: torch.nn.Module) -> int:
     """Switch timm's fused attention off everywhere, so QKᵀ and AV run as countable matmuls."""
     n = 0
     for module in model.modules():
@@ -122,7 +122,7 @@ def measure_flops(name: str, img_size: Pair | None = None, num_classes: int | No
     from torch.utils.flop_counter import FlopCounterMode
 
     model = build_meta(name, img_size, num_classes, **model_kwargs).eval().requires_grad_(False)
-    _unfuse_attention(model)
+    unfuse_attention(model)
     h, w = model.patch_embed.img_size
     x = torch.empty(1, model.patch_embed.proj.in_channels, h, w, device="meta")
     with FlopCounterMode(display=False) as counter, torch.no_grad():

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from vitcli.backend.classify import autocast
-from vitcli.backend.models import LoadedModel
+from vitcli.backend.data import eval_transform
+from vitcli.backend.loader import batches
+from vitcli.backend.models import LoadedModel, autocast
 from vitcli.errors import ModelError
 
 
@@ -97,9 +98,6 @@ def run_bench(model: LoadedModel, batch_size: int, flops_per_image: int, flops_s
               iters: int = 5, compile: bool = False, channels_last: bool = False, peak_tflops: float | None = None,
               images: list[str] | None = None, workers: int | None = None, note=lambda text: None) -> BenchRow:
     """Time the forward pass; on out-of-memory halve the batch (and say so) until it fits or reaches 1."""
-    from vitcli.backend.data import eval_transform
-    from vitcli.backend.loader import batches
-
     info, module = model.info, model.module
     device = torch.device(info.device)
     _, h, w = info.data_config["input_size"]
@@ -116,7 +114,7 @@ def run_bench(model: LoadedModel, batch_size: int, flops_per_image: int, flops_s
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             times = _timed(fn, device, info.dtype, b, h, w, warmup, iters, channels_last, images,
-                           eval_transform(info.data_config) if images else None, workers, batches)
+                           eval_transform(info.data_config) if images else None, workers)
             break
         except Exception as e:  # noqa: BLE001 — only out-of-memory is retried
             if not is_oom(e) or b == 1:
@@ -143,7 +141,7 @@ def run_bench(model: LoadedModel, batch_size: int, flops_per_image: int, flops_s
         iterations=len(times), notes=tuple(notes))
 
 
-def _timed(fn, device, dtype, b, h, w, warmup, iters, channels_last, images, transform, workers, batches) -> list:
+def _timed(fn, device, dtype, b, h, w, warmup, iters, channels_last, images, transform, workers) -> list:
     """Per-batch seconds of `iters` timed iterations after `warmup` untimed ones."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     times = []

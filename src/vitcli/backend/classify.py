@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 
 from vitcli.backend.data import eval_transform
 from vitcli.backend.loader import batches
-from vitcli.backend.models import DTYPES, LoadedModel
+from vitcli.backend.models import LoadedModel, autocast
 from vitcli.progress import Progress
 
 
@@ -29,13 +28,6 @@ class Skipped:
 
     def to_dict(self) -> dict:
         return {"image": self.image, "reason": self.reason}
-
-
-def autocast(device: torch.device, dtype: str):
-    """Mixed precision for bfloat16/float16 (weights stay float32); nothing for float32."""
-    if dtype == "float32":
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=DTYPES[dtype])
 
 
 def classify(model: LoadedModel, paths: list[str], labels: list[str], top_k: int = 5, batch_size: int = 32,

@@ -16,10 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
-from vitcli.backend.classify import Skipped, autocast
 from vitcli.backend.data import eval_transform
 from vitcli.backend.loader import batches
-from vitcli.backend.models import LoadedModel
+from vitcli.backend.models import LoadedModel, autocast
 from vitcli.errors import ModelError, UsageError
 from vitcli.progress import Progress
 
@@ -137,7 +136,7 @@ def extract(extractors: list[Extractor], paths: list[str], write, start: int = 0
     with torch.inference_mode():
         for batch in batches(todo, [e.transform for e in extractors], batch_size, workers,
                              device=device.type):
-            skipped = [Skipped(todo[i], reason).to_dict() for i, reason in batch.failures]
+            skipped = [{"image": todo[i], "reason": reason} for i, reason in batch.failures]
             done = start + max(batch.indices + [i for i, _ in batch.failures]) + 1
             if batch.tensors is None:
                 rows = None

@@ -17,7 +17,7 @@ from pathlib import Path
 import timm
 import torch
 
-from vitcli.backend.arch import _known_timm_errors
+from vitcli.backend.arch import known_timm_errors
 from vitcli.backend.data import data_config
 from vitcli.core.spec import split_model_name
 from vitcli.core.tokens import Pair
@@ -57,6 +57,13 @@ class ModelInfo:
 class LoadedModel:
     module: torch.nn.Module
     info: ModelInfo
+
+
+def autocast(device: torch.device, dtype: str):
+    """Mixed precision for bfloat16/float16 (weights stay float32); nothing for float32."""
+    if dtype == "float32":
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=DTYPES[dtype])
 
 
 def source_of(name: str) -> str:
@@ -190,7 +197,7 @@ def load_model(name: str | None = None, pretrained: bool = True, checkpoint: str
         torch.manual_seed(0)  # random weights, but the same ones every run: results are reproducible
     model = None
     try:
-        with _known_timm_errors(name), torch.device(dev) if dev.type == "meta" else nullcontext():
+        with known_timm_errors(name), torch.device(dev) if dev.type == "meta" else nullcontext():
             model = timm.create_model(name, pretrained=use_hub, **kwargs)
     except ModelError:
         raise

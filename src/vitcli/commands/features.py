@@ -49,7 +49,7 @@ def _versions() -> dict:
     return out
 
 
-def _axes(extractor, fused: bool) -> list[str]:
+def _axes(extractor) -> list[str]:
     req = extractor.req
     axes = ["image"] + (["layer"] if extractor.layer_axis else [])
     axes += {"cls": [], "mean": [], "all": ["token"], "patch": ["grid_row", "grid_col"] if req.grid else ["patch"]}[req.mode]
@@ -76,7 +76,7 @@ def sidecar(out: Path, extractors, shape, out_dtype: str, images: list[str], ski
         "file": out.name,
         "shape": list(shape),
         "dtype": out_dtype,
-        "axes": _axes(first, len(extractors) > 1),
+        "axes": _axes(first),
         "mode": mode,
         "cls_source": [e.cls_source for e in extractors] if mode == "cls" else None,
         "layers": list(first.layers) if first.layers else None,

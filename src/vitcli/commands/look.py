@@ -8,19 +8,7 @@ from pathlib import Path
 from vitcli.commands.common import ModelRequest, load
 from vitcli.core.tokens import parse_pair
 from vitcli.errors import UsageError
-from vitcli.outputs import atomic_output, check_targets
-
-
-def _save_png(img, target: str) -> None:
-    with atomic_output(target) as tmp:
-        img.save(tmp, format="PNG")
-
-
-def _save_npy(array, target: str) -> None:
-    import numpy as np
-
-    with atomic_output(target) as tmp, open(tmp, "wb") as f:
-        np.save(f, array)
+from vitcli.outputs import check_targets, save_picture
 
 
 def _prepare(image: str, request: ModelRequest):
@@ -65,6 +53,7 @@ def run_attention(image: str, request: ModelRequest, layer: int = -1, head: str 
 
     from vitcli import draw
     from vitcli.backend import inspect
+    from vitcli.export import save_npy
 
     check_targets([out, npy], force)
     if not use_rollout and discard_ratio:
@@ -110,10 +99,10 @@ def run_attention(image: str, request: ModelRequest, layer: int = -1, head: str 
         lines.append("Random weights (--no-pretrained): these maps show the pipeline, not what a trained ViT attends to.")
     outputs = {}
     if out:
-        _save_png(draw.attention_picture(picture, maps, lines), out)
+        save_picture(draw.attention_picture(picture, maps, lines), out)
         outputs["picture"] = out
     if npy:
-        _save_npy(a.astype(np.float32), npy)
+        save_npy(a.astype(np.float32), npy)
         outputs["npy"] = npy
     return AttentionResult(model.info, image, k, use_rollout, heads, a.shape[-1], grid, has_cls, regs, source,
                            prefix_att, outputs)
@@ -141,6 +130,7 @@ def run_posembed(request: ModelRequest, size: str | None = None, out: str | None
 
     from vitcli import draw
     from vitcli.backend import inspect
+    from vitcli.export import save_npy
 
     check_targets([out, npy], force)
     model = load(request)
@@ -155,10 +145,10 @@ def run_posembed(request: ModelRequest, size: str | None = None, out: str | None
     far = float(sim[far_mask].mean()) if far_mask.any() else float("nan")
     outputs = {}
     if out:
-        _save_png(draw.similarity_picture(sim, grid), out)
+        save_picture(draw.similarity_picture(sim, grid), out)
         outputs["picture"] = out
     if npy:
-        _save_npy(sim.astype(np.float32), npy)
+        save_npy(sim.astype(np.float32), npy)
         outputs["npy"] = npy
     return PosembedResult(model.info, grid, size_pair is not None, near, far, outputs)
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from vitcli.core.tokens import Pair, TokenLayout, fmt_pair, parse_pair, token_layout
 from vitcli.imaging import LoadedImage
-from vitcli.outputs import atomic_output, check_targets
+from vitcli.outputs import check_targets, save_picture
 
 
 @dataclass(frozen=True)
@@ -61,11 +60,6 @@ class PatchifyResult:
         }
 
 
-def _save_png(img, target: Path) -> None:
-    with atomic_output(target) as tmp:
-        img.save(tmp, format="PNG")
-
-
 def run_patchify(image: str, size: str | None, patch: str | None, model: str | None, out: str | None,
                  mosaic: str | None, npy: str | None, force: bool = False) -> PatchifyResult:
     """Preprocess `image`, cut it into patches and write the requested pictures and patch array.
@@ -74,9 +68,8 @@ def run_patchify(image: str, size: str | None, patch: str | None, model: str | N
     from `patch` (default 16); CLS and no registers. With `model`: that model's own timm data config, patch,
     CLS and registers (`size` rebuilds the model at that size).
     """
-    import numpy as np
-
     from vitcli import draw, imaging
+    from vitcli.export import save_npy
 
     targets = check_targets([out, mosaic, npy], force)  # refuse before any work
     size_pair = parse_pair(size, "--size") if size else None
@@ -104,15 +97,13 @@ def run_patchify(image: str, size: str | None, patch: str | None, model: str | N
 
     written = {}
     if out:
-        _save_png(draw.grid_picture(pre, patch_pair, cls_token, registers), targets[0])
+        save_picture(draw.grid_picture(pre, patch_pair, cls_token, registers), targets[0])
         written["grid"] = out
     if mosaic:
-        _save_png(draw.mosaic_picture(pre, patch_pair, cls_token, registers), Path(mosaic))
+        save_picture(draw.mosaic_picture(pre, patch_pair, cls_token, registers), mosaic)
         written["mosaic"] = mosaic
     if npy:
-        rows = imaging.patchify(imaging.image_to_array(pre), patch_pair)  # (N, P·P·3) in [0, 1]
-        with atomic_output(npy) as tmp, open(tmp, "wb") as f:
-            np.save(f, rows)
+        save_npy(imaging.patchify(imaging.image_to_array(pre), patch_pair), npy)  # (N, P·P·3) in [0, 1]
         written["npy"] = npy
     result.outputs.update(written)
     return result
