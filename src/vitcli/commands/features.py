@@ -100,6 +100,7 @@ def run_features(inputs: list[str], requests: list[ModelRequest], feat, out: str
 
     `feat` is a backend.features.FeatureRequest; `announce` receives human notes (the output size) before work.
     """
+    from vitcli.backend import distributed
     from vitcli.backend.features import Extractor, extract, fused_row_shape
     from vitcli.export import NpyWriter, partial_paths, sidecar_path
 
@@ -111,8 +112,6 @@ def run_features(inputs: list[str], requests: list[ModelRequest], feat, out: str
     check_targets([target, sidecar_path(target)], force)
     size_pair = parse_pair(size, "--size") if size else None
     paths = collect_inputs(inputs, run.recursive)
-
-    from vitcli.backend import distributed
 
     rank, world = distributed.world()
     if world > 1:
