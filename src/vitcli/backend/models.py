@@ -3,7 +3,7 @@
 Sources: a timm name (`arch` or `arch.tag`, weights from the Hugging Face hub through timm, cached),
 `hf-hub:org/name`, `local-dir:PATH` (timm's folder format: config.json + model.safetensors), or a timm
 architecture plus `--checkpoint FILE` (.safetensors, or .pth/.bin through `torch.load(weights_only=True)`,
-state dicts nested under `state_dict` / `model` handled by timm's `load_checkpoint`). Nothing here executes
+state dicts nested under `state_dict` / `model` handled by timm's `load_state_dict`). Nothing here executes
 code from a checkpoint: a pickle that would is refused.
 """
 
@@ -137,36 +137,37 @@ def _refused(what: str, why: str) -> ModelError:
                                                ".safetensors")
 
 
-def load_checkpoint_safely(model: torch.nn.Module, path: str) -> None:
-    """Load a state dict with timm's `load_checkpoint(weights_only=True)`; refuse pickles that run code."""
+def read_checkpoint(path: str) -> dict:
+    """A checkpoint's state dict, through timm's `load_state_dict(weights_only=True)`: safetensors, or a
+    .pth/.bin whose pickle may hold only tensors and plain containers (nested `state_dict`/`model`/EMA keys and
+    a `module.` prefix handled by timm). A pickle that would run code is refused."""
     p = Path(path)
     if not p.is_file():
         raise ModelError(f"--checkpoint {path}: no such file")
     try:
-        timm.models.load_checkpoint(model, str(p), weights_only=True, strict=True)
+        return timm.models.load_state_dict(str(p), weights_only=True)
     except RuntimeError as e:
         if (why := _blocked_pickle(e)) is not None:
             raise _refused(f"--checkpoint {path}", why) from e
-        msg = str(e).splitlines()[0]
-        if "size mismatch" in str(e) or "Missing key" in str(e) or "Unexpected key" in str(e):
-            raise ModelError(f"--checkpoint {path} does not fit {model.default_cfg.get('architecture', 'the model')}"
-                             f": {msg}", hint="name the matching architecture with --model, and --num-classes "
-                             "when the head differs") from e
-        raise ModelError(f"--checkpoint {path}: cannot load ({msg})") from e
+        raise ModelError(f"--checkpoint {path}: cannot load ({str(e).splitlines()[0]})") from e
     except (OSError, ValueError, EOFError, pickle.UnpicklingError) as e:
         raise ModelError(f"--checkpoint {path}: cannot read ({type(e).__name__}: {e})".splitlines()[0]) from e
 
 
-def checkpoint_num_classes(path: str) -> int | None:
-    """The classifier size stored in a checkpoint (head.weight rows), read without executing code."""
-    try:
-        from timm.models import load_state_dict
+def head_size(state_dict: dict) -> int:
+    """The classifier size stored in a state dict: rows of head.weight, 0 without a head."""
+    w = state_dict.get("head.weight")
+    return int(w.shape[0]) if w is not None and w.ndim == 2 else 0
 
-        sd = load_state_dict(path, weights_only=True)
-    except Exception:  # load_checkpoint_safely reports the real problem
-        return None
-    w = sd.get("head.weight")
-    return int(w.shape[0]) if w is not None and w.ndim == 2 else (0 if "head.weight" not in sd else None)
+
+def apply_checkpoint(model: torch.nn.Module, state_dict: dict, path: str) -> None:
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as e:
+        arch = model.pretrained_cfg.get("architecture", "the model")
+        raise ModelError(f"--checkpoint {path} does not fit {arch}: {str(e).splitlines()[0]}",
+                         hint="name the matching architecture with --model, and --num-classes when the head "
+                              "differs") from e
 
 
 def load_model(name: str | None = None, pretrained: bool = True, checkpoint: str | None = None,
@@ -185,8 +186,9 @@ def load_model(name: str | None = None, pretrained: bool = True, checkpoint: str
     kwargs = dict(model_kwargs)
     if img_size is not None:
         kwargs["img_size"] = tuple(img_size)
-    if checkpoint and num_classes is None:
-        num_classes = checkpoint_num_classes(checkpoint)
+    state_dict = read_checkpoint(checkpoint) if checkpoint else None  # read once: it may be gigabytes
+    if state_dict is not None and num_classes is None:
+        num_classes = head_size(state_dict)
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     if source == "local-dir" and not Path(name.split(":", 1)[1]).is_dir():
@@ -212,8 +214,9 @@ def load_model(name: str | None = None, pretrained: bool = True, checkpoint: str
         if (why := _blocked_pickle(e)) is not None:
             raise _refused(f"{name} weights", why) from e
         raise ModelError(f"{name}: cannot build the model ({type(e).__name__}: {e})".splitlines()[0]) from e
-    if checkpoint:
-        load_checkpoint_safely(model, checkpoint)
+    if state_dict is not None:
+        apply_checkpoint(model, state_dict, checkpoint)
+        del state_dict
         weights = f"checkpoint {checkpoint}"
     elif dev.type == "meta":
         weights = "none (meta device: shapes only)"
