@@ -17,7 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from vitcli import __version__, render
-from vitcli.errors import VitcliError
+from vitcli.errors import UsageError, VitcliError
 from vitcli.options import (
     BatchSizeOpt,
     CheckpointOpt,
@@ -157,10 +157,6 @@ def variants(
     from vitcli.commands.variants import run_variants
 
     result = run_variants(family)
-    if not result.variants:
-        from vitcli.errors import UsageError
-
-        raise UsageError(f"--family {family!r} has no variants", hint="use vit, deit, dinov2, siglip or clip")
     render.print_json(result.to_dict()) if json else render.render_variants(result)
 
 
@@ -187,10 +183,6 @@ def cost(
     """
     from vitcli.commands.cost import run_cost
 
-    if num_classes is not None and num_classes < 0:
-        from vitcli.errors import UsageError
-
-        raise UsageError(f"--num-classes {num_classes} must be 0 or more")
     result = run_cost(model or [], variant or [], size or [], measure, num_classes, dtype, preset)
     render.print_json(result.to_dict()) if json else render.render_cost(result)
 
@@ -304,18 +296,10 @@ def features(
     from vitcli.commands.common import ModelRequest, RunOptions
     from vitcli.commands.features import run_features
 
-    from vitcli.errors import UsageError
+    from vitcli.commands.features import expand_preset
 
     if preset:
-        from vitcli.core.presets import get_preset
-
-        p = get_preset(preset)
-        given = [flag for flag, value in (("--model", model), ("--mode", mode), ("--layer", layer), ("--size", size),
-                                          ("--norm", norm), ("--squash", squash)) if value]
-        if given:
-            raise UsageError(f"--preset {p.name} sets {', '.join(given)} itself", hint="drop them, or spell the "
-                             "recipe out with --model, --layer, --size and --squash")
-        model, mode, layer, size, squash = list(p.models), p.mode, [p.layer], f"{p.size[0]}x{p.size[1]}", p.squash
+        model, mode, layer, size, squash = expand_preset(preset, model, mode, layer, size, norm, squash)
     names = model or [None]
     if checkpoint and len(names) > 1:
         raise UsageError("--checkpoint applies to one --model", hint="give fine-tuned models as local-dir: sources")

@@ -34,6 +34,8 @@ def run_cost(models: list[str], variants: list[str], sizes: list[str], measure: 
             raise UsageError(f"--preset {p.name} sets the models and size itself", hint="drop --model/--variant/--size")
         result = run_cost(list(p.models), [], [f"{p.size[0]}x{p.size[1]}"], measure, num_classes, act_dtype)
         return replace(result, preset=budget(p, [resolve_spec(m, p.size) for m in p.models]))
+    if num_classes is not None and num_classes < 0:
+        raise UsageError(f"--num-classes {num_classes} must be 0 or more")
     if not models and not variants:
         raise UsageError("name at least one --model or --variant", hint="e.g. vitcli cost --variant B/16 --size 224")
     if act_dtype not in DTYPE_BYTES:

@@ -93,6 +93,19 @@ def sidecar(out: Path, extractors, shape, out_dtype: str, images: list[str], ski
     }
 
 
+def expand_preset(preset: str, model, mode, layer, size, norm: bool, squash: bool):
+    """(models, mode, layers, size, squash) of a preset; the options it sets must not be given as well."""
+    from vitcli.core.presets import get_preset
+
+    p = get_preset(preset)
+    given = [flag for flag, value in (("--model", model), ("--mode", mode), ("--layer", layer), ("--size", size),
+                                      ("--norm", norm), ("--squash", squash)) if value]
+    if given:
+        raise UsageError(f"--preset {p.name} sets {', '.join(given)} itself",
+                         hint="drop them, or spell the recipe out with --model, --layer, --size and --squash")
+    return list(p.models), p.mode, [p.layer], f"{p.size[0]}x{p.size[1]}", p.squash
+
+
 def run_features(inputs: list[str], requests: list[ModelRequest], feat, out: str, run: RunOptions,
                  size: str | None = None, out_dtype: str = "float32", force: bool = False, resume: bool = False,
                  progress: Progress | None = None, announce=lambda text: None) -> FeaturesResult:
