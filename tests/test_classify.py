@@ -210,3 +210,46 @@ def test_offline_error_is_clean_and_fast(tmp_path):
     for way_out in ("HF_HOME", "local-dir:", "--checkpoint", "--no-pretrained"):
         assert way_out in line
     assert elapsed < 60  # no network retries under HF_HUB_OFFLINE (they take ~50 s here)
+
+
+def populate_hf_cache(home, repo: str, files: dict) -> None:
+    """Lay out files as huggingface_hub's cache holds a downloaded repository (refs/main -> snapshot)."""
+    folder = home / "hub" / f"models--{repo.replace('/', '--')}"
+    sha = "0" * 40
+    (folder / "refs").mkdir(parents=True, exist_ok=True)
+    (folder / "refs" / "main").write_text(sha)
+    snap = folder / "snapshots" / sha
+    snap.mkdir(parents=True, exist_ok=True)
+    for name, src in files.items():
+        shutil.copy(src, snap / name)
+
+
+def test_hub_weights_come_from_a_populated_cache(tmp_path, tiny_dir):
+    """The download path itself (timm -> huggingface_hub), served by a local cache under HF_HUB_OFFLINE=1."""
+    home = tmp_path / "hf"
+    populate_hf_cache(home, "vitcli-test/tiny", {f.name: f for f in tiny_dir.iterdir()})
+    torch.manual_seed(11)
+    sd = timm.create_model("vit_tiny_patch16_224", pretrained=False).state_dict()  # the real architecture
+    weights = tmp_path / "model.safetensors"
+    save_file(sd, weights)
+    populate_hf_cache(home, "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k", {"model.safetensors": weights})
+    env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "VITCLI_PROGRESS": "0"}
+
+    def classify(model):
+        p = subprocess.run([sys.executable, "-m", "vitcli", "classify", str(IMAGES[0]), "--model", model, "--json"],
+                           env=env, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout)
+
+    d = classify("hf-hub:vitcli-test/tiny")
+    assert d["model"]["source"] == "hf-hub" and d["model"]["weights"] == "hf-hub vitcli-test/tiny"
+    idx, _ = timm_topk(f"local-dir:{tiny_dir}", IMAGES[:1], 5)  # the same files read as a folder
+    assert [t["index"] for t in d["results"][0]["top"]] == idx[0]
+    assert {t["label"] for t in d["results"][0]["top"]} <= set(LABELS)
+
+    d = classify("vit_tiny_patch16_224.augreg_in21k_ft_in1k")
+    assert d["model"]["weights"] == "hf-hub timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k"
+    idx, _ = timm_topk("vit_tiny_patch16_224.augreg_in21k_ft_in1k", IMAGES[:1], 5, checkpoint_sd=sd)
+    assert [t["index"] for t in d["results"][0]["top"]] == idx[0]
+    info = timm.data.ImageNetInfo("imagenet-1k")
+    assert [t["label"] for t in d["results"][0]["top"]] == [info.index_to_description(i) for i in idx[0]]
