@@ -94,3 +94,26 @@ def test_ctrl_c_exits_130(cli, monkeypatch):
     monkeypatch.setattr(tokens_mod, "run_tokens", interrupted)
     r = cli("tokens", "--size", "224", "--patch", "16")
     assert r.exit_code == 130 and r.stderr.strip() == "Error: interrupted"
+
+
+@pytest.mark.parametrize("command", [["tokens"], ["cost"], ["posembed"]])
+def test_model_sources_that_cannot_be_read_are_one_clean_line(cli, tmp_path, command):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for source, words in ((f"local-dir:{tmp_path / 'missing'}", "no such folder"),
+                          (f"local-dir:{empty}", "config.json")):
+        r = cli(*command, "--model", source)
+        assert r.exit_code == 1 and words in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "VITCLI_DEBUG" not in r.stderr
+
+
+def test_offline_hub_config_is_a_clean_error(tmp_path):
+    import os
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    p = subprocess.run([sys.executable, "-m", "vitcli", "tokens", "--model", "hf-hub:someorg/somevit"], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1
+    assert p.stderr.strip().splitlines() == [p.stderr.strip()]
+    assert "cannot fetch the configuration of hf-hub:someorg/somevit (Hugging Face hub: someorg/somevit)" in p.stderr
+    assert "HF_HOME" in p.stderr and "local-dir:" in p.stderr

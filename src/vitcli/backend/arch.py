@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import timm
 import torch
@@ -32,13 +33,53 @@ def unknown_model_error(name: str) -> ModelError:
     return ModelError(f"unknown model {name!r}", hint=hint)
 
 
+def hub_repo(name: str) -> str | None:
+    """The Hugging Face repository a model's files come from: hf-hub:ORG/NAME, or timm's hf_hub_id for a name."""
+    if name.startswith("hf-hub:"):
+        return name.split(":", 1)[1]
+    try:
+        cfg = timm.models.get_pretrained_cfg(name)
+    except Exception:  # an unknown name: reported by the caller's own error
+        return None
+    return getattr(cfg, "hf_hub_id", None) if cfg else None
+
+
+def is_fetch_error(e: BaseException | None) -> bool:
+    """A huggingface_hub or network failure anywhere in the exception chain."""
+    while e is not None:
+        mod = type(e).__module__ or ""
+        if mod.startswith(("huggingface_hub", "httpx", "httpcore", "requests", "urllib3", "socket")) or isinstance(
+                e, (ConnectionError, TimeoutError)):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 @contextmanager
-def known_timm_errors(name: str) -> Iterator[None]:
+def known_timm_errors(name: str, fetching: str = "configuration") -> Iterator[None]:
+    """Turn timm's failures for `name` into one clean ModelError each: a missing local-dir folder, an unknown
+    name or tag (with suggestions), and files that cannot be fetched from the hub (`fetching` says which)."""
+    if name.startswith("local-dir:") and not Path(name.split(":", 1)[1]).is_dir():
+        raise ModelError(f"{name}: no such folder", hint="local-dir:PATH needs a folder with config.json and "
+                                                         "model.safetensors (timm's save_for_hf format)")
     try:
         yield
-    except RuntimeError as e:
-        if "Unknown model" in str(e) or "Invalid pretrained tag" in str(e):
+    except ModelError:
+        raise
+    except Exception as e:
+        if isinstance(e, RuntimeError) and ("Unknown model" in str(e) or "Invalid pretrained tag" in str(e)):
             raise unknown_model_error(name) from e
+        if is_fetch_error(e):
+            repo = hub_repo(name)
+            where = f" (Hugging Face hub: {repo})" if repo else ""
+            ways = ("a Hugging Face cache that has them (HF_HOME), local-dir:PATH with config.json + model.safetensors"
+                    + (", --checkpoint FILE, or --no-pretrained for random weights" if fetching == "weights" else ""))
+            raise ModelError(f"cannot fetch the {fetching} of {name}{where}: {type(e).__name__}",
+                             hint=f"ways out: {ways}; on a machine without network set HF_HUB_OFFLINE=1 to fail "
+                                  "at once") from e
+        if isinstance(e, FileNotFoundError) and name.startswith("local-dir:"):
+            raise ModelError(f"{name}: {e}", hint="local-dir:PATH needs config.json and model.safetensors "
+                                                  "(timm's save_for_hf format)") from e
         raise
 
 

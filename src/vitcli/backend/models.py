@@ -97,28 +97,6 @@ def resolve_dtype(dtype: str) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def _offline_error(name: str, model: torch.nn.Module | None, e: Exception) -> ModelError:
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    hub = cfg.get("hf_hub_id")
-    where = f" (Hugging Face hub: {hub})" if hub else ""
-    return ModelError(
-        f"cannot fetch the weights of {name}{where}: {type(e).__name__}",
-        hint="ways out: a Hugging Face cache that has them (HF_HOME), local-dir:PATH with config.json + "
-             "model.safetensors, --checkpoint FILE, or --no-pretrained for random weights; on a machine without "
-             "network set HF_HUB_OFFLINE=1 to fail at once")
-
-
-def _is_fetch_error(e: BaseException) -> bool:
-    """A huggingface_hub or network failure anywhere in the exception chain."""
-    while e is not None:
-        mod = type(e).__module__ or ""
-        if mod.startswith(("huggingface_hub", "httpx", "httpcore", "requests", "urllib3", "socket")) or isinstance(
-                e, (ConnectionError, TimeoutError)):
-            return True
-        e = e.__cause__ or e.__context__
-    return False
-
-
 def _blocked_pickle(e: BaseException) -> str | None:
     """When torch.load(weights_only=True) refused a pickle somewhere in the chain: what it named, else None."""
     while e is not None:
@@ -191,26 +169,16 @@ def load_model(name: str | None = None, pretrained: bool = True, checkpoint: str
         num_classes = head_size(state_dict)
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
-    if source == "local-dir" and not Path(name.split(":", 1)[1]).is_dir():
-        raise ModelError(f"{name}: no such folder", hint="local-dir:PATH needs a folder with config.json and "
-                                                         "model.safetensors (timm's save_for_hf format)")
     use_hub = pretrained and not checkpoint and dev.type != "meta"
     if not pretrained:
         torch.manual_seed(0)  # random weights, but the same ones every run: results are reproducible
-    model = None
     try:
-        with known_timm_errors(name), torch.device(dev) if dev.type == "meta" else nullcontext():
+        with known_timm_errors(name, "weights" if use_hub else "configuration"), \
+                torch.device(dev) if dev.type == "meta" else nullcontext():
             model = timm.create_model(name, pretrained=use_hub, **kwargs)
     except ModelError:
         raise
     except Exception as e:
-        if use_hub and _is_fetch_error(e):
-            try:
-                with torch.device("meta"):
-                    model = timm.create_model(name, pretrained=False, **kwargs)
-            except Exception:
-                model = None
-            raise _offline_error(name, model, e) from e
         if (why := _blocked_pickle(e)) is not None:
             raise _refused(f"{name} weights", why) from e
         raise ModelError(f"{name}: cannot build the model ({type(e).__name__}: {e})".splitlines()[0]) from e
