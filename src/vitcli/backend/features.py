@@ -18,7 +18,7 @@ import torch
 
 from vitcli.backend.data import eval_transform
 from vitcli.backend.loader import batches
-from vitcli.backend.models import LoadedModel, autocast
+from vitcli.backend.models import LoadedModel, autocast, block_index
 from vitcli.errors import ModelError, UsageError
 from vitcli.progress import Progress
 
@@ -48,11 +48,7 @@ class Extractor:
         depth = len(m.blocks)
         self.layers = None
         if req.layers is not None:
-            bad = [k for k in req.layers if not -depth <= k < depth]
-            if bad:
-                raise UsageError(f"--layer {bad[0]} is out of range for {model.info.name}, which has {depth} blocks",
-                                 hint=f"use 0..{depth - 1}, or -1..-{depth} from the end")
-            self.layers = tuple(sorted({k % depth for k in req.layers}))
+            self.layers = tuple(sorted({block_index(model, k) for k in req.layers}))
         if req.grid and req.mode != "patch":
             raise UsageError("--grid goes with --mode patch")
         if req.stop_early and self.layers is None:

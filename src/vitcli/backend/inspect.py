@@ -18,14 +18,6 @@ from vitcli.backend.models import LoadedModel
 from vitcli.errors import ModelError, UsageError
 
 
-def block_index(model: LoadedModel, k: int) -> int:
-    depth = len(model.module.blocks)
-    if not -depth <= k < depth:
-        raise UsageError(f"--layer {k} is out of range for {model.info.name}, which has {depth} blocks",
-                         hint=f"use 0..{depth - 1}, or -1..-{depth} from the end")
-    return k % depth
-
-
 @contextmanager
 def recording_attention(module: torch.nn.Module, blocks: list[int]):
     """Yield a dict block -> list of (B, heads, T, T) probabilities recorded during forwards inside."""

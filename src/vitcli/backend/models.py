@@ -208,6 +208,15 @@ def load_model(name: str | None = None, pretrained: bool = True, checkpoint: str
     return LoadedModel(model, info)
 
 
+def block_index(model: LoadedModel, k: int) -> int:
+    """Block K (0-based; negative from the end) as a 0-based index; a usage error naming the range otherwise."""
+    depth = len(model.module.blocks)
+    if not -depth <= k < depth:
+        raise UsageError(f"--layer {k} is out of range for {model.info.name}, which has {depth} blocks",
+                         hint=f"use 0..{depth - 1}, or -1..-{depth} from the end")
+    return k % depth
+
+
 def label_names(model: LoadedModel, labels_file: str | None = None) -> list[str]:
     """Class names: --labels FILE, the model's own label names/descriptions, ImageNet names by class count,
     or 'class i'."""

@@ -7,6 +7,11 @@ from dataclasses import dataclass
 from vitcli.errors import UsageError
 
 
+def check_num_classes(num_classes: int | None) -> None:
+    if num_classes is not None and num_classes < 0:
+        raise UsageError(f"--num-classes {num_classes} must be 0 or more")
+
+
 @dataclass(frozen=True)
 class ModelRequest:
     """A model as the user named it: timm name, hf-hub:, local-dir:, or an architecture plus a checkpoint."""
@@ -20,8 +25,7 @@ class ModelRequest:
     squash: bool = False  # resize to the input size without cropping (OpenVLA's resize-naive)
 
     def __post_init__(self):
-        if self.num_classes is not None and self.num_classes < 0:
-            raise UsageError(f"--num-classes {self.num_classes} must be 0 or more")
+        check_num_classes(self.num_classes)
         if self.checkpoint and not self.pretrained:
             raise UsageError("--checkpoint and --no-pretrained contradict each other", hint="drop one of them")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from vitcli.commands.common import check_num_classes
 from vitcli.commands.specs import resolve_spec, resolve_variant
 from vitcli.core.cost import DTYPE_BYTES, CostReport, cost_report
 from vitcli.core.tokens import fmt_pair, parse_pair
@@ -34,8 +35,7 @@ def run_cost(models: list[str], variants: list[str], sizes: list[str], measure: 
             raise UsageError(f"--preset {p.name} sets the models and size itself", hint="drop --model/--variant/--size")
         result = run_cost(list(p.models), [], [f"{p.size[0]}x{p.size[1]}"], measure, num_classes, act_dtype)
         return replace(result, preset=budget(p, [resolve_spec(m, p.size) for m in p.models]))
-    if num_classes is not None and num_classes < 0:
-        raise UsageError(f"--num-classes {num_classes} must be 0 or more")
+    check_num_classes(num_classes)
     if not models and not variants:
         raise UsageError("name at least one --model or --variant", hint="e.g. vitcli cost --variant B/16 --size 224")
     if act_dtype not in DTYPE_BYTES:

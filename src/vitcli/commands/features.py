@@ -201,10 +201,9 @@ def _merge_ranks(target: Path, writer, extractors, row_shape, out_dtype, paths, 
     if rank == 0:
         skipped = [s for part in parts for s in part[3]]
         final = NpyWriter(target, sum(p[2] for p in parts), row_shape, out_dtype, fingerprint)
-        for path, state_path, rows, part_skipped in parts:
+        for path, state_path, rows, _ in parts:
             for chunk in open_rows(Path(path), rows):
                 final.write(chunk, len(paths), [])  # (the resume position is moot here: no --resume under torchrun)
-            final.state.skipped += part_skipped
             Path(path).unlink()
             Path(state_path).unlink()
         data = sidecar(target, extractors, (final.state.rows, *row_shape), out_dtype, _good(paths, skipped), skipped,

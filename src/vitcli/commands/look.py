@@ -53,11 +53,14 @@ def run_attention(image: str, request: ModelRequest, layer: int = -1, head: str 
 
     from vitcli import draw
     from vitcli.backend import inspect
+    from vitcli.backend.models import block_index
     from vitcli.export import save_npy
 
     check_targets([out, npy], force)
     if not use_rollout and discard_ratio:
         raise UsageError("--discard-ratio goes with --rollout")
+    if head != "mean" and (use_rollout or not head.isdigit()):
+        raise UsageError(f"--head {head!r}: give mean" + ("" if use_rollout else " or a head index"))
     model, x, picture = _prepare(image, request)
     m = model.module
     grid = tuple(m.patch_embed.dynamic_feat_size(x.shape[-2:]))
@@ -69,12 +72,12 @@ def run_attention(image: str, request: ModelRequest, layer: int = -1, head: str 
         a = inspect.rollout([attns[b][0] for b in blocks], discard_ratio)[None]  # (1, T, T)
         k = None
     else:
-        k = inspect.block_index(model, layer)
+        k = block_index(model, layer)
+        heads = m.blocks[k].attn.num_heads
+        if head != "mean" and int(head) >= heads:
+            raise UsageError(f"--head {head!r}: give mean or 0..{heads - 1}")
         a = inspect.attention(model, x, [k])[k][0]  # (heads, T, T)
     heads = a.shape[0]
-    if head != "mean":
-        if not head.isdigit() or int(head) >= heads or use_rollout:
-            raise UsageError(f"--head {head!r}: give mean" + ("" if use_rollout else f" or 0..{heads - 1}"))
     if has_cls:
         per_head = a[:, 0, p:]  # (heads, N): what the CLS query attends to
         source = "CLS token's attention to each patch"
