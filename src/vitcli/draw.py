@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from vitcli.core.tokens import Pair
@@ -144,26 +145,23 @@ _INFERNO = [(0.0, (0, 0, 4)), (0.13, (31, 12, 72)), (0.25, (85, 15, 109)), (0.38
             (1.0, (252, 255, 164))]
 
 
-def _lut():
-    import numpy as np
-
+def _inferno_lut() -> np.ndarray:
     xs = np.linspace(0, 1, 256)
     at = [a for a, _ in _INFERNO]
     return np.stack([np.interp(xs, at, [c[i] for _, c in _INFERNO]) for i in range(3)], axis=-1).astype("uint8")
 
 
+_LUT = _inferno_lut()  # (256, 3) uint8, built once
+
+
 def colorize(values, lo: float, hi: float) -> Image.Image:
     """(h, w) numbers -> RGB image through the colour map, `lo`..`hi` spanning it."""
-    import numpy as np
-
     v = np.clip((np.asarray(values, dtype=np.float64) - lo) / max(hi - lo, 1e-12), 0, 1)
-    return Image.fromarray(_lut()[np.round(v * 255).astype(int)], "RGB")
+    return Image.fromarray(_LUT[np.round(v * 255).astype(int)], "RGB")
 
 
 def overlay(img: Image.Image, heat, alpha: float = 0.6) -> Image.Image:
     """A (gh, gw) map, scaled to its own maximum, blended over the image (smoothly upsampled)."""
-    import numpy as np
-
     heat = np.asarray(heat, dtype=np.float64)
     top = heat.max() if heat.max() > 0 else 1.0
     small = Image.fromarray(np.round(heat / top * 255).astype("uint8"), "L")
@@ -172,8 +170,6 @@ def overlay(img: Image.Image, heat, alpha: float = 0.6) -> Image.Image:
 
 
 def colorbar(width: int, lo_text: str, hi_text: str, height: int = 12) -> Image.Image:
-    import numpy as np
-
     bar = colorize(np.tile(np.linspace(0, 1, width - 120), (height, 1)), 0, 1)
     out = Image.new("RGB", (width, height + 4), (24, 24, 24))
     out.paste(bar, (60, 2))
@@ -216,8 +212,6 @@ def attention_picture(img: Image.Image, maps: list[tuple[str, object]], lines: l
 def similarity_picture(sim, grid: tuple[int, int], max_side: int = 16) -> Image.Image:
     """The ViT paper's figure 7: for each patch position (every k-th when the grid is large), a small map of its
     position embedding's cosine similarity with every other position's, colours from -1 to 1."""
-    import numpy as np
-
     gh, gw = grid
     step = max(1, -(-max(gh, gw) // max_side))
     cell = max(2, 48 // max(gh, gw))
