@@ -11,6 +11,8 @@ weights — load the model, then extract — as a script would run it; only the 
   vitcli features    `run_features` (DataLoader workers decode while the model computes, inference_mode,
                      incremental .npy, sidecar)
   vitcli --workers N the same with N decoding processes (0: in the main process)
+  vitcli, workers at normal priority
+                     the same with the decoding workers left at the model's priority instead of the lowest
   naive timm loop    load with timm, then for each image: open, transform, forward one image
   transformers       build pipeline("image-feature-extraction") over ViTModel with the same shapes, run it batched
 
@@ -93,6 +95,15 @@ def main() -> None:
                      RunOptions(batch_size=bs, workers=workers), force=True)
         return time.perf_counter() - t
 
+    def normal_priority(paths):
+        from vitcli.backend import loader
+
+        saved, loader.CPU_WORKER_NICENESS = loader.CPU_WORKER_NICENESS, 0
+        try:
+            return vitcli(paths, None)
+        finally:
+            loader.CPU_WORKER_NICENESS = saved
+
     def naive(paths):
         t = time.perf_counter()
         m = timm.create_model(local, pretrained=True).eval()
@@ -121,6 +132,7 @@ def main() -> None:
 
     methods = {"forward alone": forward_alone, "vitcli features": lambda p: vitcli(p, None),
                "vitcli --workers 0": lambda p: vitcli(p, 0), "vitcli --workers 1": lambda p: vitcli(p, 1),
+               "vitcli, workers at normal priority": normal_priority,
                "naive timm loop": naive,
                "transformers pipeline": hf_pipeline}
     methods = {k: v for k, v in methods.items() if k not in args.skip}

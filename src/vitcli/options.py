@@ -40,7 +40,7 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32, or bfloat16/float16 autocast.")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Images per forward pass.")]
 WorkersOpt = Annotated[Optional[int], typer.Option(
-    "--workers", help="Image-decoding worker processes (default: none for one batch, else up to 8; 0: in the "
-                      "main process).", show_default=False)]
+    "--workers", help="Image-decoding worker processes, at the lowest priority on CPU (default: none for one "
+                      "batch, else up to 8; 0: in the main process).", show_default=False)]
 RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", help="Search directories recursively.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite outputs that already exist.")]

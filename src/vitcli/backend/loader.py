@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -58,12 +59,27 @@ def default_workers(n_images: int, batch_size: int) -> int:
     return min(os.cpu_count() or 1, 8)
 
 
+# Niceness added to decoding workers on a CPU run. There the model's threads already fill every core, and a
+# worker that preempts one of them stalls the others at their next barrier; at the lowest priority the workers
+# decode in the time the model leaves idle, and at full speed whenever the model waits for a batch.
+# benchmarks/features.py measures it against normal priority (docs/benchmarks.md).
+CPU_WORKER_NICENESS = 19
+
+
+def _lower_priority(niceness: int, _worker_id: int) -> None:
+    if hasattr(os, "nice"):  # POSIX
+        os.nice(niceness)
+
+
 def batches(paths: list[str], transforms: list, batch_size: int, workers: int | None = None,
             device: str = "cpu") -> Iterator[Batch]:
-    """Yield Batches over `paths` in order; on CUDA in pinned memory, for non-blocking copies."""
+    """Yield Batches over `paths` in order; on CUDA in pinned memory, for non-blocking copies; on CPU decoded
+    by workers at the lowest priority (CPU_WORKER_NICENESS)."""
     workers = default_workers(len(paths), batch_size) if workers is None else workers
     pin_memory = device.startswith("cuda")
+    init = partial(_lower_priority, CPU_WORKER_NICENESS) if device == "cpu" and CPU_WORKER_NICENESS else None
     loader = DataLoader(ImageFiles(paths, transforms), batch_size=batch_size, shuffle=False, num_workers=workers,
                         collate_fn=_collate, pin_memory=pin_memory, persistent_workers=False,
-                        prefetch_factor=2 if workers else None)
+                        prefetch_factor=2 if workers else None,
+                        worker_init_fn=init)
     yield from loader
