@@ -80,6 +80,5 @@ def batches(paths: list[str], transforms: list, batch_size: int, workers: int | 
     init = partial(_lower_priority, CPU_WORKER_NICENESS) if device == "cpu" and CPU_WORKER_NICENESS else None
     loader = DataLoader(ImageFiles(paths, transforms), batch_size=batch_size, shuffle=False, num_workers=workers,
                         collate_fn=_collate, pin_memory=pin_memory, persistent_workers=False,
-                        prefetch_factor=2 if workers else None,
-                        worker_init_fn=init)
+                        prefetch_factor=2 if workers else None, worker_init_fn=init)
     yield from loader
