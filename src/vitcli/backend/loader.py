@@ -77,7 +77,7 @@ def batches(paths: list[str], transforms: list, batch_size: int, workers: int | 
     by workers at the lowest priority (CPU_WORKER_NICENESS)."""
     workers = default_workers(len(paths), batch_size) if workers is None else workers
     pin_memory = device.startswith("cuda")
-    init = partial(_lower_priority, CPU_WORKER_NICENESS) if device == "cpu" and CPU_WORKER_NICENESS else None
+    init = partial(_lower_priority, CPU_WORKER_NICENESS) if device == "cpu" else None
     loader = DataLoader(ImageFiles(paths, transforms), batch_size=batch_size, shuffle=False, num_workers=workers,
                         collate_fn=_collate, pin_memory=pin_memory, persistent_workers=False,
                         prefetch_factor=2 if workers else None, worker_init_fn=init)
