@@ -85,14 +85,14 @@ def main() -> None:
         return time.perf_counter() - t
 
     def vitcli(paths, workers):
-        from vitcli.backend.features import FeatureRequest
-        from vitcli.commands.common import ModelRequest, RunOptions
-        from vitcli.commands.features import run_features
+        from vitcli.commands.features import FeaturesRequest, run_features
+        from vitcli.requests import ModelRequest, RunOptions
 
         out = work / f"feats-{workers}.npy"
         t = time.perf_counter()
-        run_features(paths, [ModelRequest(local, device="cpu")], FeatureRequest("patch"), str(out),
-                     RunOptions(batch_size=bs, workers=workers), force=True)
+        model = ModelRequest(name=local, device="cpu")
+        run_features(FeaturesRequest(inputs=tuple(paths), out=str(out), models=(model,),
+                                     run=RunOptions(batch_size=bs, workers=workers), force=True))
         return time.perf_counter() - t
 
     def normal_priority(paths):

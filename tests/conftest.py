@@ -81,8 +81,10 @@ def tiny_nocls_dir(tmp_path_factory) -> Path:
 
 
 def check_golden(name: str, text: str) -> None:
-    """Compare with tests/golden/NAME; VITCLI_UPDATE_GOLDEN=1 rewrites it."""
+    """Compare with tests/golden/NAME; VITCLI_UPDATE_GOLDEN=1 rewrites it. A missing golden file fails."""
     path = GOLDEN / name
-    if os.environ.get("VITCLI_UPDATE_GOLDEN") == "1" or not path.exists():
+    if os.environ.get("VITCLI_UPDATE_GOLDEN") == "1" and (not path.exists() or path.read_text() != text):
         path.write_text(text)
+        pytest.fail(f"{path} rewritten: review `git diff`, then run again without VITCLI_UPDATE_GOLDEN")
+    assert path.exists(), f"{path} is missing: run `VITCLI_UPDATE_GOLDEN=1 pytest` once and review it"
     assert text == path.read_text()

@@ -152,7 +152,7 @@ def test_mixed_batch_with_workers(cli, tiny_dir, tmp_path):
     names = sorted(p.name for p in folder.iterdir())
     good = [str(folder / n) for n in names if "broken" not in n and "text" not in n]
     assert [x["image"] for x in d["results"]] == good  # sorted, in order, none lost
-    assert {s["image"]: s["reason"].split(" (")[0] for s in d["skipped"]} == {
+    assert {s["source"]: s["reason"].split(" (")[0] for s in d["skipped"]} == {
         str(folder / "2_broken.jpg"): "truncated or corrupt image", str(folder / "5_text.png"): "not an image PIL can read"}
     assert "Skipped: " + str(folder / "2_broken.jpg") in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("Error: 2 of 6 inputs could not be read")
@@ -165,6 +165,7 @@ def test_one_bad_image_alone(cli, tiny_dir, tmp_path):
     bad.write_text("nope")
     r = cli("classify", bad, "--model", f"local-dir:{tiny_dir}", "--json")
     assert r.exit_code == 1 and json.loads(r.stdout)["results"] == []
+    assert f"Skipped: {bad}: not an image PIL can read" in r.stderr
 
 
 def test_inputs_glob_and_recursive(cli, tiny_dir, tmp_path):
@@ -177,7 +178,7 @@ def test_inputs_glob_and_recursive(cli, tiny_dir, tmp_path):
     assert images(tmp_path / "a", "--recursive") == [str(tmp_path / "a" / "b" / "deep.jpg"), str(tmp_path / "a" / "top.jpg")]
     assert images(str(tmp_path / "a" / "**" / "*.jpg")) == [str(tmp_path / "a" / "b" / "deep.jpg"), str(tmp_path / "a" / "top.jpg")]
     r = cli("classify", tmp_path / "a" / "b" / "nothing", "--model", name)
-    assert r.exit_code == 1  # a missing file is reported like any bad input
+    assert r.exit_code == 1 and "nothing: no such file" in r.stderr  # a missing file is reported like any bad input
 
 
 def test_no_pretrained_is_loud(cli):

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 
 import pytest
+
+from conftest import DATA
 
 HEAVY = ("torch", "timm", "numpy", "PIL", "torchvision")
 
@@ -42,6 +46,14 @@ def test_light_commands_import_no_torch(args):
     p = _run_python(args)
     heavy = [line for line in p.stderr.splitlines() if line.startswith("HEAVY=")]
     assert heavy == ["HEAVY="], p.stderr
+    if "--size" in args and "0" in args:
+        assert p.returncode == 2 and "--size '0' must be at least 1 pixel" in p.stderr
+        return
+    assert p.returncode == 0, p.stderr
+    if "--json" in args:
+        assert json.loads(p.stdout)
+    else:
+        assert p.stdout.strip()
 
 
 def test_measure_does_import_torch():
@@ -117,3 +129,79 @@ def test_offline_hub_config_is_a_clean_error(tmp_path):
     assert p.stderr.strip().splitlines() == [p.stderr.strip()]
     assert "cannot fetch the configuration of hf-hub:someorg/somevit (Hugging Face hub: someorg/somevit)" in p.stderr
     assert "HF_HOME" in p.stderr and "local-dir:" in p.stderr
+
+
+def test_a_bad_choice_fails_while_parsing_before_any_model_loads(tmp_path):
+    p = _run_python(["features", "photo.jpg", "-o", str(tmp_path / "f.npy"), "--mode", "patchz"])
+    lines = [line for line in p.stderr.splitlines() if not line.startswith("HEAVY=")]
+    assert p.returncode == 2 and len(lines) == 1
+    assert "'patchz' is not one of 'cls', 'patch', 'mean', 'all'" in lines[0]
+    assert "HEAVY=" in p.stderr.splitlines()[-1] and p.stderr.splitlines()[-1] == "HEAVY="  # torch never imported
+
+
+def test_a_new_command_needs_no_decorator_for_one_line_errors(cli):
+    """The error boundary is the app's: a command added with nothing but @app.command() is covered."""
+    from vitcli.cli import app
+    from vitcli.errors import InputError
+
+    def boom(kind: str) -> int:
+        raise {"input": InputError("x.jpg: no such file", hint="check the path"), "ctrl-c": KeyboardInterrupt(),
+               "bug": ZeroDivisionError("division by zero")}[kind]
+
+    app.command("zz-boom")(boom)
+    try:
+        results = {kind: cli("zz-boom", kind) for kind in ("input", "ctrl-c", "bug")}
+    finally:
+        app.registered_commands.pop()
+    assert {k: (r.exit_code, r.stderr) for k, r in results.items()} == {
+        "input": (1, "Error: x.jpg: no such file; check the path\n"),
+        "ctrl-c": (130, "Error: interrupted\n"),
+        "bug": (1, "Error: ZeroDivisionError: division by zero; run again with VITCLI_DEBUG=1 to see the traceback, "
+                   "and report it\n")}
+
+
+UNREACHABLE = """
+import atexit, socket, sys, time
+import vitcli.backend.models  # torch and timm imported before the clock starts
+
+def no_dns(*args, **kwargs):
+    raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+socket.getaddrinfo = no_dns
+start = time.perf_counter()
+atexit.register(lambda: sys.stderr.write(f"ELAPSED={time.perf_counter() - start:.2f}\\n"))
+sys.argv = ["vitcli", *sys.argv[1:]]
+from vitcli.cli import main
+main()
+"""
+
+
+def test_an_unreachable_hub_fails_in_seconds_with_one_line(tmp_path):
+    """No HF_HUB_OFFLINE, a resolver that fails: vitcli notices once, quickly, and says only its own line."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env["HF_HOME"] = str(tmp_path / "hf")
+    p = subprocess.run([sys.executable, "-c", UNREACHABLE, "classify", str(DATA / "chelsea.jpg"), "--model",
+                        "vit_tiny_patch16_224.augreg_in21k_ft_in1k", "--device", "cpu"],
+                       capture_output=True, text=True, timeout=300, env=env)
+    lines = p.stderr.strip().splitlines()
+    elapsed = float(lines.pop()[len("ELAPSED="):])
+    assert p.returncode == 1 and len(lines) == 1, p.stderr
+    assert lines[0].startswith("Error: cannot fetch the weights of vit_tiny_patch16_224.augreg_in21k_ft_in1k "
+                               "(Hugging Face hub: timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k): the hub cannot "
+                               "be reached (ConnectError) and they are not in the local cache")
+    assert elapsed < 15
+
+
+def test_many_images_read_as_one_table(cli, tmp_path, tiny_dir):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(50):
+        shutil.copy(DATA / "chelsea.jpg", folder / f"{i:02d}.jpg")
+    r = cli("classify", folder, "--model", f"local-dir:{tiny_dir}", "--device", "cpu")
+    lines = r.stdout.splitlines()
+    assert r.exit_code == 0 and len(lines) <= 60
+    assert f"50 images in {folder}" in r.stdout
+    assert [line.split()[1] for line in lines if ".jpg" in line] == [f"{i:02d}.jpg" for i in range(50)]
+    few = cli("classify", DATA / "chelsea.jpg", DATA / "coffee.jpg", "--model", f"local-dir:{tiny_dir}", "--device",
+              "cpu")
+    assert few.stdout.count("rank") == 2  # a handful: a table each, every rank shown

@@ -9,7 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from conftest import check_golden
 from vitcli.backend.arch import measure_flops, spec_from_model
-from vitcli.commands.specs import resolve_spec
+from vitcli.specs import resolve_spec
 from vitcli.core.cost import cost_report, macs_breakdown
 
 PAIRS = [

@@ -16,9 +16,18 @@ def _gen():
 
 
 def test_docs_blocks_are_current():
+    import re
+    import shutil
+
     gen = _gen()
     where = gen.scratch_root()  # commands that write pictures write them there, not into docs/img
-    stale = [p.name for p in gen.pages() if gen.render(p.read_text(), where) != p.read_text()]
+    try:
+        for page in gen.pages():  # every marker is followed by a block the generator fills: none is skipped
+            text = page.read_text()
+            assert len(re.findall(r"^<!-- run: ", text, re.M)) == len(gen.BLOCK.findall(text)), page.name
+        stale = [p.name for p in gen.pages() if gen.render(p.read_text(), where) != p.read_text()]
+    finally:
+        shutil.rmtree(where)
     assert stale == [], f"run `python docs/gen.py` to refresh: {stale}"
 
 

@@ -120,7 +120,6 @@ def test_size_rebuilds_model_and_preprocessing(cli, tmp_path, tiny_dir):
     assert got.shape == (4, 36, 32)  # 6x6 patches of 8 px
     assert side["models"][0]["data_config"]["input_size"] == [3, 48, 48] and side["models"][0]["grid"] == [6, 6]
     model, x = reference(tiny_dir, img_size=48)
-    assert timm.data.resolve_data_config({}, model=model)["input_size"] == (3, 32, 32)  # the trap vitcli avoids
     assert x.shape[-1] == 48
     with torch.no_grad():
         assert np.allclose(got, model.forward_features(x)[:, 1:].numpy(), atol=1e-5)
@@ -134,7 +133,7 @@ def test_bad_images_skipped_rows_only_for_good(cli, tmp_path, tiny_dir):
     r = cli("features", *inputs, "--model", f"local-dir:{tiny_dir}", "-o", out, "--mode", "cls", "--batch-size", "2")
     assert r.exit_code == 1 and "Skipped: " + str(bad) in r.stderr
     side = json.loads(out.with_suffix(".json").read_text())
-    assert side["images"] == [str(IMAGES[0]), str(IMAGES[1])] and side["skipped"][0]["image"] == str(bad)
+    assert side["images"] == [str(IMAGES[0]), str(IMAGES[1])] and side["skipped"][0]["source"] == str(bad)
     model, x = reference(tiny_dir, [IMAGES[0], IMAGES[1]])
     with torch.no_grad():
         assert np.allclose(np.load(out), model.forward_features(x)[:, 0].numpy(), atol=1e-5)
@@ -172,10 +171,17 @@ class InterruptAfter:
 
 
 def test_resume_after_interruption_equals_clean_run(cli, tmp_path, tiny_reg_dir):
-    from vitcli.backend.features import FeatureRequest
-    from vitcli.commands.common import ModelRequest, RunOptions
-    from vitcli.commands.features import run_features
-    from vitcli.errors import VitcliError
+    from vitcli.commands.features import FeaturesRequest, run_features
+    from vitcli.errors import Interrupted, VitcliError
+    from vitcli.progress import Reporter
+    from vitcli.requests import ModelRequest, RunOptions
+
+    class Interrupting(Reporter):
+        def __init__(self, n):
+            self.n = n
+
+        def progress(self):
+            return InterruptAfter(self.n)
 
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -190,10 +196,11 @@ def test_resume_after_interruption_equals_clean_run(cli, tmp_path, tiny_reg_dir)
 
     target = tmp_path / "run" / "f.npy"
     target.parent.mkdir()
-    req = [ModelRequest(f"local-dir:{tiny_reg_dir}", device="cpu")]
-    with pytest.raises(VitcliError) as e:
-        run_features([str(folder)], req, FeatureRequest("all", (-2,)), str(target), RunOptions(batch_size=2),
-                     progress=InterruptAfter(3))
+    req = FeaturesRequest(inputs=(str(folder),), out=str(target), mode="all", layers=(-2,),
+                          models=(ModelRequest(name=f"local-dir:{tiny_reg_dir}", device="cpu"),),
+                          run=RunOptions(batch_size=2))
+    with pytest.raises(Interrupted) as e:
+        run_features(req, Interrupting(3))
     assert e.value.exit_code == 130 and "--resume" in e.value.hint
     assert not target.exists() and not target.with_suffix(".json").exists()  # nothing half-written at the target
     state = json.loads((target.parent / "f.npy.partial.json").read_text())
@@ -210,8 +217,7 @@ def test_resume_after_interruption_equals_clean_run(cli, tmp_path, tiny_reg_dir)
     target.unlink()
     target.with_suffix(".json").unlink()
     with pytest.raises(VitcliError):
-        run_features([str(folder)], req, FeatureRequest("all", (-2,)), str(target), RunOptions(batch_size=2),
-                     progress=InterruptAfter(1))
+        run_features(req, Interrupting(1))
     r = cli("features", folder, "-o", target, *args[:-4], "--batch-size", "3", "--device", "cpu", "--resume")
     assert r.exit_code == 1 and "other settings" in r.stderr and "batch_size" in r.stderr
 

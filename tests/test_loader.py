@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from vitcli.backend.loader import CPU_WORKER_NICENESS, batches
+from vitcli.backend.loader import batches
 
 from conftest import DATA
 
@@ -26,8 +26,7 @@ def _seen(workers: int, device: str) -> list[float]:
 
 def test_cpu_workers_decode_at_the_lowest_priority_and_the_model_keeps_its_own():
     base = os.nice(0)
-    assert CPU_WORKER_NICENESS == 19
-    assert _seen(1, "cpu") == [float(min(19, base + CPU_WORKER_NICENESS))] * 4
+    assert _seen(1, "cpu") == [float(min(19, base + 19))] * 4
     assert os.nice(0) == base  # the main process, where the model runs, is untouched
     assert _seen(0, "cpu") == [float(base)] * 4  # no workers: decoding in the main process, at its priority
 

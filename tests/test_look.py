@@ -56,7 +56,21 @@ def test_attention_equals_manual_softmax(cli, tmp_path, fixture, request):
         assert got.shape == want.shape == (model.blocks[layer].attn.num_heads, tokens, tokens)
         assert np.allclose(got, want, atol=1e-5)
         assert np.allclose(got.sum(-1), 1, atol=1e-5)
-    assert model.blocks[0].attn.fused_attn is True  # vitcli put timm's setting back (fresh model here anyway)
+
+
+def test_attention_recording_restores_fused_attention(tiny_dir):
+    from vitcli.backend import internals
+    from vitcli.backend.models import load_model
+    from vitcli.requests import ModelRequest
+
+    m = load_model(ModelRequest(name=f"local-dir:{tiny_dir}", device="cpu"))
+    fused = [b.attn.fused_attn for b in m.module.blocks]
+    internals.attention(m, internals.model_input(m, open_image(IMG).image), [0, 1])
+    assert [b.attn.fused_attn for b in m.module.blocks] == fused
+    with pytest.raises(RuntimeError), internals.recording_attention(m.module, [0]):
+        assert m.module.blocks[0].attn.fused_attn is False  # switched off while recording
+        raise RuntimeError
+    assert [b.attn.fused_attn for b in m.module.blocks] == fused  # and back, even after a failure
 
 
 def reference_rollout(attns, discard_ratio=0.0):
@@ -96,7 +110,11 @@ def test_rollout_equals_reference(cli, tmp_path, tiny_reg_dir, ratio):
 def test_attention_picture_and_prefix(cli, tmp_path, tiny_reg_dir):
     out = tmp_path / "a.png"
     d = cli("attention", IMG, "--model", f"local-dir:{tiny_reg_dir}", "-o", out, "--json").json()
-    assert d["registers"] == 4 and len(d["prefix_attention"]["registers"]) == 4
+    model, x = model_and_input(tiny_reg_dir)
+    a = manual_attention(model, x, len(model.blocks) - 1)[0]  # (heads, T, T) of the last block
+    assert d["registers"] == 4
+    assert d["prefix_attention"]["cls"] == pytest.approx(float(a[:, 0, 0].mean()), abs=1e-6)
+    assert d["prefix_attention"]["registers"] == pytest.approx(a[:, 0, 1:5].mean(0).tolist(), abs=1e-6)
     assert d["grid"] == [4, 4] and d["tokens"] == 21 and d["outputs"]["picture"] == str(out)
     with Image.open(out) as im:
         im.load()
@@ -146,13 +164,17 @@ def test_inspect_values(cli, tiny_reg_dir):
         model.forward_features(x)
     d = cli("inspect", IMG, "--model", f"local-dir:{tiny_reg_dir}", "--json").json()
     assert [row["block"] for row in d["blocks"]] == [0, 1]
-    for row, o in zip(d["blocks"], outs):
+    for b, (row, o) in enumerate(zip(d["blocks"], outs)):
         norms = o[0, 5:].norm(dim=-1)
         assert row["norm_mean"] == pytest.approx(float(norms.mean()), rel=1e-5)
         assert row["norm_max"] == pytest.approx(float(norms.max()), rel=1e-5)
+        assert row["norm_median"] == pytest.approx(float(norms.median()), rel=1e-5)
+        assert row["max_over_median"] == pytest.approx(float(norms.max() / norms.median()), rel=1e-5)
         cos = torch.nn.functional.cosine_similarity(o[0, 0], o[0, 5:].mean(0), dim=0)
         assert row["cls_cos_mean_patch"] == pytest.approx(float(cos), abs=1e-5)
-        assert 0 < row["cls_attention_entropy"] <= np.log(21) + 1e-6
+        a = manual_attention(model, x, b)[0][:, 0]  # (heads, T): the CLS query's attention
+        entropy = -(a * np.log(np.clip(a, 1e-12, None))).sum(-1).mean()
+        assert row["cls_attention_entropy"] == pytest.approx(float(entropy), rel=1e-5)
     r = cli("inspect", IMG, "--model", f"local-dir:{tiny_reg_dir}")
     assert r.exit_code == 0 and "CLS attn entropy" in r.stdout
 

@@ -50,9 +50,12 @@ def test_params_at_other_size_match_timm():
     assert spec.params == 86_567_656 + (577 - 197) * 768
 
 
-@pytest.mark.parametrize("name", ["B/16", "vit-b/16", "ViT-L/14", "DINOv2-L/14-reg4", "siglip-so400m/14"])
-def test_variant_lookup(name):
-    assert variant_spec(name).name.lower().endswith(name.lower().removeprefix("vit-"))
+@pytest.mark.parametrize("name,timm_name", [
+    ("B/16", "vit_base_patch16_224"), ("vit-b/16", "vit_base_patch16_224"), ("ViT-L/14", "vit_large_patch14_224"),
+    ("DINOv2-L/14-reg4", "vit_large_patch14_reg4_dinov2"), ("siglip-so400m/14", "vit_so400m_patch14_siglip_224"),
+    ("DeiT-B/16", "deit_base_patch16_224"), ("CLIP-B/16", "vit_base_patch16_clip_224")])
+def test_variant_lookup(name, timm_name):
+    assert variant_spec(name).timm_name == timm_name  # "B/16" is ViT-B/16: the first of several B/16s wins
 
 
 def test_variants_cli_json(cli):

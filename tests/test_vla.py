@@ -73,14 +73,16 @@ def test_preset_real_architectures_on_meta():
     from torch.utils.flop_counter import FlopCounterMode
 
     from vitcli.backend.arch import unfuse_attention
-    from vitcli.backend.features import Extractor, FeatureRequest, fused_row_shape
-    from vitcli.commands.common import ModelRequest, load
-    from vitcli.commands.specs import resolve_spec
+    from vitcli.backend.features import Extractor, fused_row_shape
+    from vitcli.backend.models import load_model
     from vitcli.core.presets import budget, get_preset
+    from vitcli.requests import FeatureRequest, ModelRequest
+    from vitcli.specs import resolve_spec
 
     p = get_preset("openvla")
-    models = [load(ModelRequest(m, pretrained=False, device="meta", squash=True), img_size=p.size) for m in p.models]
-    extractors = [Extractor(m, FeatureRequest(p.mode, (p.layer,), stop_early=True)) for m in models]
+    models = [load_model(ModelRequest(name=m, pretrained=False, device="meta", squash=True), img_size=p.size)
+              for m in p.models]
+    extractors = [Extractor(m, FeatureRequest(mode=p.mode, layers=(p.layer,), stop_early=True)) for m in models]
     assert [e.layers for e in extractors] == [(22,), (25,)]  # second-to-last of 24 and 27 blocks
     assert fused_row_shape(extractors) == (256, 2176)
     for e, dim in zip(extractors, (1024, 1152)):
@@ -94,7 +96,7 @@ def test_preset_real_architectures_on_meta():
     assert (b["lm_tokens"], b["channels"]) == (256, 2176)
     assert b["bytes_per_frame"] == {"float32": 256 * 2176 * 4, "bfloat16": 256 * 2176 * 2}
     # the analytic budget equals torch's count of the real calls: forward, and forward_intermediates(stop_early)
-    full = early = 0
+    full = blocks = early = 0
     for m, e in zip(models, extractors):
         module = m.module.requires_grad_(False)
         unfuse_attention(module)
@@ -103,10 +105,14 @@ def test_preset_real_architectures_on_meta():
             module(x)
         full += fc.get_total_flops()
         with FlopCounterMode(display=False) as fc, torch.no_grad():
+            module.forward_features(x)
+        blocks += fc.get_total_flops()
+        with FlopCounterMode(display=False) as fc, torch.no_grad():
             e(x)
         early += fc.get_total_flops()
-    assert (b["flops_all_blocks"], b["flops_stop_early"]) == (full, early)
-    assert round(b["macs_all_blocks"] / 1e9) == 192 and round(b["macs_stop_early"] / 1e9) == 184
+    assert (b["flops_stop_early"], b["flops_all_blocks"], b["flops_heads"]) == (early, blocks, full - blocks)
+    assert round(b["macs_stop_early"] / 1e7) == 18433 and round(b["macs_all_blocks"] / 1e7) == 19181
+    assert round(b["macs_heads"] / 1e7) == 69  # SigLIP's attention pooling, which OpenVLA never runs
 
 
 def test_preset_cli_json(cli):
@@ -115,7 +121,7 @@ def test_preset_cli_json(cli):
     c = cli("cost", "--preset", "openvla", "--json").json()
     assert [r["model"] for r in c["rows"]] == ["vit_large_patch14_reg4_dinov2.lvd142m",
                                                 "vit_so400m_patch14_siglip_224.webli"]
-    assert sum(r["macs"] for r in c["rows"]) == c["preset"]["macs_all_blocks"]
+    assert sum(r["macs"] for r in c["rows"]) == c["preset"]["macs_all_blocks"] + c["preset"]["macs_heads"]
 
 
 @pytest.mark.parametrize("args", [["tokens", "--preset", "openvla", "--size", "224"],

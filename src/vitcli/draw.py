@@ -195,7 +195,8 @@ def montage(tiles: list[tuple[str, Image.Image]], columns: int, gap: int = 6) ->
     return out
 
 
-def attention_picture(img: Image.Image, maps: list[tuple[str, object]], lines: list[str], tile: int = 192) -> Image.Image:
+def attention_picture(img: Image.Image, maps: list[tuple[str, object]], lines: list[str],
+                      tile: int = 192) -> Image.Image:
     """The image, then one overlay per map (the mean of the heads first), a colour bar and the legend."""
     scale = tile / max(img.size)
     size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))

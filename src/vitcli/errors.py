@@ -1,7 +1,10 @@
 """Errors that carry a message, a hint and an exit code. Standard library only.
 
-Code below `cli.py` raises these; it never prints or exits. One handler in `cli.py` prints
-`Error: <message>` and the hint on stderr and exits with `exit_code`.
+Code below `cli.py` raises these; it never prints or exits. The one error boundary (`cli.Boundary`) prints
+`Error: <message>; <hint>` as one line on stderr and exits with the error's code:
+
+    0 ok · 1 failure (VitcliError, InputError, ModelError, OutputError; also "some inputs were skipped")
+    2 usage error (UsageError, and Typer's own parse errors) · 130 interrupted (Ctrl-C, Interrupted)
 """
 
 from __future__ import annotations
@@ -36,3 +39,17 @@ class ModelError(VitcliError):
 
 class OutputError(VitcliError):
     """An output that cannot be written (exists without --force, no room, no permission)."""
+
+
+class Interrupted(VitcliError):
+    """Ctrl-C, with what was kept and how to continue (a bare KeyboardInterrupt says just 'interrupted')."""
+
+    exit_code = 130
+
+
+class MissingExtra(VitcliError):
+    """An optional library is not installed: the message names the extra that brings it."""
+
+    def __init__(self, what: str, extra: str, module: str):
+        super().__init__(f"{what} needs {module}, which is not installed",
+                         hint=f'pip install "vitcli[{extra}]"')

@@ -93,7 +93,8 @@ def open_image(path: str | Path) -> LoadedImage:
     except (OSError, SyntaxError, ValueError) as e:
         reason = str(e) or type(e).__name__
         if "truncated" in reason or "broken" in reason or isinstance(e, SyntaxError):
-            raise InputError(f"{name}: truncated or corrupt image ({reason})", hint="re-export or re-download it") from e
+            raise InputError(f"{name}: truncated or corrupt image ({reason})",
+                             hint="re-export or re-download it") from e
         raise InputError(f"{name}: cannot read ({reason})") from e
     return LoadedImage(name, rgb, (h, w), mode, fmt, tuple(notes + conv))
 

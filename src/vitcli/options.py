@@ -6,6 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from vitcli.choices import Dtype
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document with raw numbers on stdout.")]
 SizesOpt = Annotated[
     Optional[list[str]],
@@ -26,9 +28,10 @@ ModelOpt = Annotated[
                  show_default=False),
 ]
 
-# ---- model and run options, shared by classify and features ------------------------------------------------
+# ---- model and run options, shared by the commands that load a model -----------------------------------------
 InputsArg = Annotated[list[str], typer.Argument(help="Image files, directories (their images, sorted) or glob "
                                                      "patterns.", show_default=False)]
+ImageArg = Annotated[str, typer.Argument(help="Image file.", show_default=False)]
 CheckpointOpt = Annotated[Optional[str], typer.Option(
     "--checkpoint", help="Weights for the --model architecture: .safetensors, or .pth/.bin (loaded with "
                          "weights_only=True; nested state_dict/model keys handled).", show_default=False)]
@@ -37,10 +40,13 @@ NumClassesOpt = Annotated[Optional[int], typer.Option(
 NoPretrainedOpt = Annotated[bool, typer.Option(
     "--no-pretrained", help="Random weights: try the pipeline offline (results are meaningless).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32, or bfloat16/float16 autocast.")]
+DtypeOpt = Annotated[Dtype, typer.Option("--dtype", help="float32, or bfloat16/float16 autocast.",
+                                         case_sensitive=False)]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Images per forward pass.")]
 WorkersOpt = Annotated[Optional[int], typer.Option(
     "--workers", help="Image-decoding worker processes, at the lowest priority on CPU (default: none for one "
                       "batch, else up to 8; 0: in the main process).", show_default=False)]
 RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", help="Search directories recursively.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite outputs that already exist.")]
+PictureOpt = Annotated[Optional[str], typer.Option("--out", "-o", help="Write the picture (PNG).", show_default=False)]
+NpyOpt = Annotated[Optional[str], typer.Option("--npy", help="Write the numbers (.npy).", show_default=False)]

@@ -15,12 +15,16 @@ from pathlib import Path
 from vitcli.errors import OutputError
 
 
-def check_targets(paths: list[Path | str | None], force: bool) -> list[Path]:
-    """Refuse before any work when a target exists (without `force`), repeats, or its folder is missing."""
+def check_targets(paths: list[Path | str | None], force: bool, keep_none: bool = False) -> list[Path | None]:
+    """Refuse before any work when a target exists (without `force`), repeats, or its folder is missing.
+
+    Returns the targets as Paths (`keep_none`: one entry per argument, None where none was given)."""
     seen: set[Path] = set()
     out = []
     for p in paths:
         if p is None:
+            if keep_none:
+                out.append(None)
             continue
         p = Path(p)
         if p.resolve() in seen:

@@ -1,6 +1,8 @@
-"""Results -> rich tables or JSON on stdout; errors, warnings and progress -> stderr.
+"""Results -> rich tables or JSON on stdout; warnings, notes, progress and skipped inputs -> stderr.
 
-stdout is data: `vitcli ... --json | jq` always works, whatever is said on stderr.
+stdout is data: `vitcli ... --json | jq` always works, whatever is said on stderr. `emit` is the one output
+path: every command returns a result, `emit` prints it (a renderer registered for the result's type, or its
+`to_dict()` as JSON), reports skipped inputs, and returns the exit code the result carries.
 """
 
 from __future__ import annotations
@@ -8,14 +10,43 @@ from __future__ import annotations
 import json
 import os
 import sys
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from vitcli.progress import Progress, Reporter
 from vitcli.units import human_bytes
+
+_RENDERERS: dict[str, Callable[[Any], None]] = {}
+
+
+def renders(result_type: str):
+    """Register the human renderer of the result class named `result_type`."""
+
+    def register(fn):
+        _RENDERERS[result_type] = fn
+        return fn
+
+    return register
+
+
+def emit(result, as_json: bool) -> int:
+    """Print `result` (JSON or its renderer), report its skipped inputs on stderr, return its exit code."""
+    if result is None:  # nothing to show (a torchrun rank other than 0: rank 0 reports for all)
+        return 0
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        _RENDERERS[type(result).__name__](result)
+    for s in getattr(result, "skipped", ()):
+        sys.stderr.write(f"Skipped: {s.line()}\n")
+    failure = result.failure() if hasattr(result, "failure") else None
+    if failure:
+        error_line(*failure)
+    return getattr(result, "exit_code", 0)
 
 
 def out() -> Console:
@@ -37,13 +68,50 @@ def error_line(message: str, hint: str | None = None) -> None:
     sys.stderr.write(f"Error: {message}" + (f"; {hint}" if hint else "") + "\n")
 
 
-def warn(message: str) -> None:
-    sys.stderr.write(f"Warning: {message}\n")
+# ---- talking to the person while a command works (vitcli.progress.Reporter) ------------------------------------
+
+class RichProgress(Progress):
+    """A progress bar on stderr with items/s and ETA."""
+
+    def __init__(self, unit: str = "img"):
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+        from rich.progress import Progress as Bar
+
+        self._bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err(), transient=False)
+        self._task = None
+        self._unit = unit
+
+    def start(self, total: int, description: str = "") -> None:
+        self._bar.start()
+        self._task = self._bar.add_task(description, total=total, rate="")
+
+    def advance(self, n: int = 1) -> None:
+        if self._task is None:
+            return
+        self._bar.advance(self._task, n)
+        speed = self._bar.tasks[0].speed
+        self._bar.update(self._task, rate=f"{speed:,.1f} {self._unit}/s" if speed else "")
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._bar.stop()
+            self._task = None
 
 
-def note(message: str) -> None:
-    """Human commentary for stderr (e.g. 'random weights')."""
-    err().print(message)
+class ConsoleReporter(Reporter):
+    """Warnings and notes on stderr; a progress bar when stderr is a terminal (or VITCLI_PROGRESS=1)."""
+
+    def warn(self, text: str) -> None:
+        sys.stderr.write(f"Warning: {text}\n")
+
+    def note(self, text: str) -> None:
+        err().print(text)
+
+    def progress(self) -> Progress:
+        env = os.environ.get("VITCLI_PROGRESS")
+        show = env == "1" or (sys.stderr.isatty() and env != "0")
+        return RichProgress() if show else Progress()
 
 
 # ---- number formats -------------------------------------------------------------------------------------------
@@ -71,6 +139,7 @@ def table(title: str | None, *columns: str, right_from: int = 1) -> Table:
 
 # ---- per-command renderers -----------------------------------------------------------------------------------
 
+@renders("TokensResult")
 def render_tokens(result) -> None:
     con = out()
     model = result.layouts[0].model
@@ -82,7 +151,8 @@ def render_tokens(result) -> None:
         prefix = " + ".join(x for x in (("CLS" if lay.cls_token else ""),
                                          (f"{lay.registers} reg" if lay.registers else "")) if x) or "none"
         t.add_row(*([lay.model] if several else []), pair(lay.image_size), pair(lay.patch_size),
-                  pair(lay.grid) + ("*" if lay.non_divisible else ""), f"{lay.num_patches:,}", prefix, f"{lay.seq_len:,}")
+                  pair(lay.grid) + ("*" if lay.non_divisible else ""), f"{lay.num_patches:,}", prefix,
+                  f"{lay.seq_len:,}")
     con.print(t)
     if result.preset:
         con.print(preset_line(result.preset))
@@ -105,6 +175,7 @@ def render_tokens(result) -> None:
                       f"patches, {r.drop_pixels:,} of {h * w:,} pixels never seen")
 
 
+@renders("VariantsResult")
 def render_variants(result) -> None:
     t = table(None, "variant", "timm name", "patch", "width", "depth", "heads", "MLP", "params", "classes",
               "tokens", right_from=2)
@@ -126,6 +197,7 @@ def preset_line(b: dict) -> str:
             f"{human_bytes(b['bytes_per_frame']['bfloat16'])} in bfloat16.")
 
 
+@renders("CostResult")
 def render_cost(result) -> None:
     con = out()
     rows = result.rows
@@ -169,10 +241,14 @@ def render_cost(result) -> None:
         con.print(mt)
     if result.preset:
         b = result.preset
-        con.print(f"[bold]Per frame, preset {b['name']}[/bold] (layers {b['layers']} of {b['depths']} blocks):")
-        con.print(f"  all blocks and heads: {g(b['macs_all_blocks'])} GMACs = {g(b['flops_all_blocks'])} GFLOPs")
-        con.print(f"  stopping after the layer used (--stop-early): {g(b['macs_stop_early'])} GMACs = "
-                  f"{g(b['flops_stop_early'])} GFLOPs ({pct(1 - b['macs_stop_early'] / b['macs_all_blocks'])} less)")
+        read = ", ".join(f"{k} of {d}" for k, d in zip(b["layers"], b["depths"]))
+        con.print(f"[bold]Per frame, preset {b['name']}[/bold] (it reads block {read}; it never runs the heads):")
+        con.print(f"  what it runs, blocks up to the layer read (--stop-early): {g(b['macs_stop_early'])} GMACs = "
+                  f"{g(b['flops_stop_early'])} GFLOPs")
+        con.print(f"  every block, no heads (features without --stop-early): {g(b['macs_all_blocks'])} GMACs = "
+                  f"{g(b['flops_all_blocks'])} GFLOPs ({pct(b['macs_all_blocks'] / b['macs_stop_early'] - 1)} more)")
+        con.print(f"  the heads apart (a plain forward adds them; the table above includes them): "
+                  f"{g(b['macs_heads'])} GMACs")
         con.print("  " + preset_line(b))
 
 
@@ -184,9 +260,8 @@ def facts(rows: list[tuple[str, str]]) -> None:
         con.print(f"[bold]{escape(k):<{width}}[/bold]{escape(v)}")
 
 
+@renders("PatchifyResult")
 def render_patchify(result) -> None:
-    from vitcli.commands.patchify import describe_remainder
-
     img, lay = result.image, result.layout
     prefix = " + ".join(x for x in (("1 CLS" if lay.cls_token else ""),
                                      (f"{lay.registers} registers" if lay.registers else "")) if x) or "no prefix"
@@ -199,64 +274,18 @@ def render_patchify(result) -> None:
                     f"each {result.patch_dim:,} values (P x P x 3)"),
         ("sequence", f"{prefix} + {result.num_patches:,} patches = {result.seq_len:,} tokens"),
     ]
-    remainder = describe_remainder(result)
+    remainder = result.describe_remainder()
     if remainder:
         rows.append(("remainder", remainder))
     rows += [(f"wrote {kind}", path) for kind, path in result.outputs.items()]
     facts(rows)
 
 
-# ---- progress and skipped inputs ------------------------------------------------------------------------------
-
-class RichProgress:
-    """A progress bar on stderr with images/s and ETA (implements vitcli.progress.Progress)."""
-
-    def __init__(self):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                             TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err(), transient=False)
-        self._task = None
-
-    def start(self, total: int, description: str = "") -> None:
-        self._bar.start()
-        self._task = self._bar.add_task(description, total=total, rate="")
-
-    def advance(self, n: int = 1) -> None:
-        if self._task is None:
-            return
-        self._bar.advance(self._task, n)
-        speed = self._bar.tasks[0].speed
-        self._bar.update(self._task, rate=f"{speed:,.1f} img/s" if speed else "")
-
-    def close(self) -> None:
-        self._bar.stop()
+# Up to this many images get a table each; more get one table, a row per image.
+CLASSIFY_TABLES_UP_TO = 5
 
 
-@contextmanager
-def progress_bar():
-    """A RichProgress when stderr is a terminal (or VITCLI_PROGRESS=1), else a silent one."""
-    from vitcli.progress import Progress
-
-    show = os.environ.get("VITCLI_PROGRESS") == "1" or (sys.stderr.isatty() and os.environ.get("VITCLI_PROGRESS") != "0")
-    bar = RichProgress() if show else Progress()
-    try:
-        yield bar
-    finally:
-        bar.close()
-
-
-def report_skipped(skipped: list[dict], total: int) -> None:
-    """One stderr line per skipped input ({"image", "reason"}), then fail with exit code 1 if any was skipped."""
-    for s in skipped:
-        sys.stderr.write(f"Skipped: {s['image']}: {s['reason']}\n")
-    if skipped:
-        from vitcli.errors import InputError
-
-        raise InputError(f"{len(skipped)} of {total} input{'s' if total != 1 else ''} could not be read and "
-                         f"{'were' if len(skipped) != 1 else 'was'} skipped", hint="the others are done")
-
-
+@renders("ClassifyResult")
 def render_classify(result) -> None:
     from rich.text import Text
 
@@ -265,19 +294,36 @@ def render_classify(result) -> None:
     con.print(f"[bold]{escape(m.name)}[/bold]  weights: {escape(m.weights)}  device: {m.device}  dtype: {m.dtype}")
     if not m.pretrained:
         con.print("[bold red]random weights (--no-pretrained): these predictions mean nothing[/bold red]")
-    for p in result.predictions:
-        t = Table(title=p.image, title_justify="left", title_style="bold")
-        t.add_column("rank", justify="right")
-        t.add_column("label")
-        t.add_column("prob", justify="right")
-        t.add_column("")
-        for rank, (i, label, prob) in enumerate(p.top, 1):
-            t.add_row(str(rank), f"{label} ({i})", f"{prob:.4f}", Text("█" * round(prob * 30), style="cyan"))
+    if len(result.predictions) > CLASSIFY_TABLES_UP_TO:
+        images = [p.image for p in result.predictions]
+        folder = os.path.commonpath(images) if all(os.path.isabs(i) == os.path.isabs(images[0]) for i in images) else ""
+        folder = folder if folder and folder not in images else ""
+        t = table(f"{len(images)} images" + (f" in {folder}" if folder else ""), "image", "top-1", "prob", "next",
+                  right_from=2)
+        t.columns[3].justify = "left"
+        t.columns[1].no_wrap = True
+        t.columns[3].no_wrap, t.columns[3].overflow = True, "ellipsis"
+        for p in result.predictions:
+            (i, label, prob), rest = p.top[0], p.top[1:]
+            t.add_row(escape(os.path.relpath(p.image, folder) if folder else p.image), escape(f"{label} ({i})"),
+                      f"{prob:.4f}", escape(", ".join(f"{lab} {pr:.2f}" for _, lab, pr in rest)))
         con.print(t)
+    else:
+        for p in result.predictions:
+            t = Table(title=escape(p.image), title_justify="left", title_style="bold")
+            t.add_column("rank", justify="right")
+            t.add_column("label")
+            t.add_column("prob", justify="right")
+            t.add_column("")
+            for rank, (i, label, prob) in enumerate(p.top, 1):
+                bar = Text("█" * round(prob * 30), style="cyan")
+                t.add_row(str(rank), escape(f"{label} ({i})"), f"{prob:.4f}", bar)
+            con.print(t)
     if result.csv_path:
         con.print(f"wrote {escape(result.csv_path)}")
 
 
+@renders("FeaturesResult")
 def render_features(result) -> None:
     d = result.sidecar_data
     rows = [("wrote", f"{result.out}  shape ({', '.join(map(str, d['shape']))}) {d['dtype']}, axes "
@@ -289,12 +335,14 @@ def render_features(result) -> None:
     for m in d["models"]:
         cfg = m["data_config"]
         rows.append(("model", f"{m['name']} ({m['weights']}); input {cfg['input_size'][1]}x{cfg['input_size'][2]}, "
-                               f"grid {m['grid'][0]}x{m['grid'][1]}, channels {m['channels'][0]}-{m['channels'][1] - 1}"))
+                               f"grid {m['grid'][0]}x{m['grid'][1]}, "
+                               f"channels {m['channels'][0]}-{m['channels'][1] - 1}"))
     rows.append(("images", f"{len(d['images'])} written, {len(d['skipped'])} skipped"
                            + (f", resumed after {result.resumed_from}" if result.resumed_from else "")))
     facts(rows)
 
 
+@renders("BenchResult")
 def render_bench(result) -> None:
     con = out()
     t = table("Forward pass, measured (median of timed iterations)", "model", "size", "batch", "dtype", "device",
@@ -311,6 +359,7 @@ def render_bench(result) -> None:
                   r.batch_size != r.requested_batch_size for r in result.rows) else ""))
 
 
+@renders("AttentionResult")
 def render_attention(result) -> None:
     what = ("attention rollout over all blocks" if result.rollout else f"block {result.layer}")
     rows = [("model", f"{result.model.name} ({result.model.weights})"), ("image", result.image),
@@ -326,16 +375,19 @@ def render_attention(result) -> None:
     facts(rows)
 
 
+@renders("PosembedResult")
 def render_posembed(result) -> None:
     rows = [("model", f"{result.model.name} ({result.model.weights})"),
             ("positions", f"{pair(result.grid)} = {result.grid[0] * result.grid[1]}"
                           + (" (resampled by timm)" if result.resampled else "")),
             ("neighbours", f"mean cosine similarity of adjacent positions: {result.neighbour_similarity:.3f}"),
-            ("far apart", f"mean cosine similarity of positions half the grid apart or more: {result.far_similarity:.3f}")]
+            ("far apart", "mean cosine similarity of positions half the grid apart or more: "
+                          f"{result.far_similarity:.3f}")]
     rows += [(f"wrote {k}", v) for k, v in result.outputs.items()]
     facts(rows)
 
 
+@renders("InspectResult")
 def render_inspect(result) -> None:
     t = table(f"{result.model.name}: tokens after each block ({result.image})", "block", "norm mean",
               "norm median", "norm max", "max/median", "CLS attn entropy", "cos(CLS, mean patch)")

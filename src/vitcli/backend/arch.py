@@ -7,6 +7,7 @@ is read in well under a second.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,12 +25,14 @@ def suggest_models(name: str, n: int = 3) -> list[str]:
     """The closest timm names (architectures and architecture.tag) to `name`."""
     arch, _ = split_model_name(name)
     pool = set(timm.list_models()) | set(timm.list_models(pretrained=True))
-    return difflib.get_close_matches(name, pool, n=n, cutoff=0.6) or difflib.get_close_matches(arch, pool, n=n, cutoff=0.6)
+    return (difflib.get_close_matches(name, pool, n=n, cutoff=0.6)
+            or difflib.get_close_matches(arch, pool, n=n, cutoff=0.6))
 
 
 def unknown_model_error(name: str) -> ModelError:
     close = suggest_models(name)
-    hint = f"did you mean {', '.join(close)}?" if close else "`python -c \"import timm; print(timm.list_models('vit_*'))\"` lists timm's ViTs"
+    listing = "`python -c \"import timm; print(timm.list_models('vit_*'))\"` lists timm's ViTs"
+    hint = f"did you mean {', '.join(close)}?" if close else listing
     return ModelError(f"unknown model {name!r}", hint=hint)
 
 
@@ -55,13 +58,44 @@ def is_fetch_error(e: BaseException | None) -> bool:
     return False
 
 
+HUB_PROBE_SECONDS = 3.0
+_hub_unreachable: str | None = None  # why the hub could not be reached, once probed in this process
+_hub_probed = False
+
+
+def probe_hub(timeout: float = HUB_PROBE_SECONDS) -> str | None:
+    """Detect an unreachable Hugging Face hub once per process, in seconds: one request to the hub's endpoint
+    through huggingface_hub's own HTTP session (its proxies and certificates), without retries. When it fails,
+    huggingface_hub is switched to offline mode, so the local cache still answers and a file that is not in
+    it fails at once instead of after a minute of retries. Returns the reason, or None when reachable (or
+    already offline by HF_HUB_OFFLINE)."""
+    global _hub_probed, _hub_unreachable
+    from huggingface_hub import constants, get_session
+
+    if _hub_probed or constants.HF_HUB_OFFLINE:
+        return _hub_unreachable
+    _hub_probed = True
+    try:
+        get_session().head(constants.ENDPOINT, timeout=timeout)
+    except Exception as e:  # noqa: BLE001 — any failure to get an answer means: unreachable
+        _hub_unreachable = type(e).__name__
+        constants.HF_HUB_OFFLINE = True
+        os.environ["HF_HUB_OFFLINE"] = "1"  # and for worker processes
+    return _hub_unreachable
+
+
 @contextmanager
 def known_timm_errors(name: str, fetching: str = "configuration") -> Iterator[None]:
     """Turn timm's failures for `name` into one clean ModelError each: a missing local-dir folder, an unknown
-    name or tag (with suggestions), and files that cannot be fetched from the hub (`fetching` says which)."""
+    name or tag (with suggestions), and files that cannot be fetched from the hub (`fetching` says which).
+
+    Before anything is fetched from the hub (an hf-hub: source, or pretrained weights), an unreachable hub is
+    detected in seconds (`probe_hub`)."""
     if name.startswith("local-dir:") and not Path(name.split(":", 1)[1]).is_dir():
         raise ModelError(f"{name}: no such folder", hint="local-dir:PATH needs a folder with config.json and "
                                                          "model.safetensors (timm's save_for_hf format)")
+    if name.startswith("hf-hub:") or fetching == "weights":
+        probe_hub()
     try:
         yield
     except ModelError:
@@ -74,9 +108,9 @@ def known_timm_errors(name: str, fetching: str = "configuration") -> Iterator[No
             where = f" (Hugging Face hub: {repo})" if repo else ""
             ways = ("a Hugging Face cache that has them (HF_HOME), local-dir:PATH with config.json + model.safetensors"
                     + (", --checkpoint FILE, or --no-pretrained for random weights" if fetching == "weights" else ""))
-            raise ModelError(f"cannot fetch the {fetching} of {name}{where}: {type(e).__name__}",
-                             hint=f"ways out: {ways}; on a machine without network set HF_HUB_OFFLINE=1 to fail "
-                                  "at once") from e
+            why = (f"the hub cannot be reached ({_hub_unreachable}) and they are not in the local cache"
+                   if _hub_unreachable else type(e).__name__)
+            raise ModelError(f"cannot fetch the {fetching} of {name}{where}: {why}", hint=f"ways out: {ways}") from e
         if isinstance(e, FileNotFoundError) and name.startswith("local-dir:"):
             raise ModelError(f"{name}: {e}", hint="local-dir:PATH needs config.json and model.safetensors "
                                                   "(timm's save_for_hf format)") from e

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import functools
 import itertools
+import re
 import resource
 import statistics
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 import torch
 
@@ -22,39 +23,7 @@ from vitcli.backend.data import eval_transform
 from vitcli.backend.loader import batches
 from vitcli.backend.models import LoadedModel, autocast
 from vitcli.errors import ModelError
-
-
-@dataclass(frozen=True)
-class BenchRow:
-    model: str
-    image_size: tuple[int, int]
-    batch_size: int
-    requested_batch_size: int
-    dtype: str
-    device: str
-    compile: bool
-    channels_last: bool
-    end_to_end: bool
-    img_per_s: float
-    ms_per_batch: float
-    ms_per_batch_p10: float
-    ms_per_batch_p90: float
-    flops_per_image: int
-    flops_source: str
-    tflops: float
-    peak_tflops: float
-    peak_source: str
-    mfu: float
-    peak_memory_bytes: int
-    memory_source: str
-    iterations: int
-    notes: tuple[str, ...] = field(default_factory=tuple)
-
-    def to_dict(self) -> dict:
-        d = dict(self.__dict__)
-        d["image_size"] = list(self.image_size)
-        d["notes"] = list(self.notes)
-        return d
+from vitcli.results import BenchRow
 
 
 def _sync(device: torch.device) -> None:
@@ -88,77 +57,133 @@ def matmul_peak(device: torch.device, dtype: str, n: int | None = None, reps: in
     return 2 * n ** 3 / min(times) / 1e12
 
 
-def _peak_memory(device: torch.device) -> tuple[int, str]:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device), "torch.cuda.max_memory_allocated"
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process peak RSS (getrusage)"
+def _proc_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            m = re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M)
+        return int(m.group(1)) if m else None
+    except OSError:
+        return None
+
+
+class MemoryMeter:
+    """The peak memory of one stretch of work, and how far it rose above what was in use when it began.
+
+    CUDA: `torch.cuda.max_memory_allocated` after `reset_peak_memory_stats`. CPU on Linux: the process's
+    resident peak (VmHWM) after resetting it through /proc/self/clear_refs, so each row has its own peak
+    rather than the process's lifetime peak. Elsewhere: the lifetime peak (getrusage), and `source` says so."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            self.base, self.source = torch.cuda.memory_allocated(device), "torch.cuda.max_memory_allocated"
+            return
+        self.base = (_proc_kib("VmRSS") or 0) * 1024
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # reset the resident-set peak (Linux >= 4.0)
+            self.source = "peak resident memory of the process during this row (VmHWM, reset per row)"
+        except OSError:
+            self.source = "process lifetime peak RSS (getrusage; cannot reset per row here)"
+
+    def peak(self) -> int:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device)
+        hwm = _proc_kib("VmHWM")
+        if hwm is not None and "reset per row" in self.source:
+            return hwm * 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def fit_batch(run: Callable[[int], object], batch: int, is_oom: Callable[[BaseException], bool],
+              on_halve: Callable[[str], None], where: str = "",
+              name: str = "the model") -> tuple[object, int, list[str]]:
+    """`run(batch)`; while it fails for lack of memory, halve the batch (saying so) and run again.
+
+    Returns (result, the batch that fit, the notes said). Out of memory at batch 1 is a ModelError; any other
+    failure propagates at once."""
+    notes = []
+    while True:
+        try:
+            return run(batch), batch, notes
+        except Exception as e:  # noqa: BLE001 — only out-of-memory is retried
+            if not is_oom(e):
+                raise
+            if batch == 1:
+                raise ModelError(f"{name}: batch 1 does not fit in memory{where}") from e
+            batch //= 2
+            notes.append(f"batch {batch * 2} did not fit in memory{where}; trying {batch}")
+            on_halve(notes[-1])
 
 
 def run_bench(model: LoadedModel, batch_size: int, flops_per_image: int, flops_source: str, warmup: int = 2,
-              iters: int = 5, compile: bool = False, channels_last: bool = False, peak_tflops: float | None = None,
-              images: list[str] | None = None, workers: int | None = None, note=lambda text: None) -> BenchRow:
-    """Time the forward pass; on out-of-memory halve the batch (and say so) until it fits or reaches 1."""
+              iters: int = 5, min_time: float = 0.0, compile: bool = False, channels_last: bool = False,
+              peak_tflops: float | None = None, images: list[str] | None = None, workers: int | None = None,
+              note=lambda text: None) -> BenchRow:
+    """Time the forward pass: `warmup` untimed iterations, then at least `iters` timed ones and at least
+    `min_time` seconds of them. On out-of-memory halve the batch (and say so) until it fits or reaches 1."""
     info, module = model.info, model.module
     device = torch.device(info.device)
     _, h, w = info.data_config["input_size"]
-    notes = []
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
     fn = torch.compile(module) if compile else module
     peak_source = "given (--peak)"
     if peak_tflops is None:
         peak_tflops, peak_source = matmul_peak(device, info.dtype), f"measured: matmul probe in {info.dtype}"
-    requested = b = batch_size
-    while True:
-        try:
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            times = _timed(fn, device, info.dtype, b, h, w, warmup, iters, channels_last, images,
-                           eval_transform(info.data_config) if images else None, workers)
-            break
-        except Exception as e:  # noqa: BLE001 — only out-of-memory is retried
-            if not is_oom(e) or b == 1:
-                if is_oom(e):
-                    raise ModelError(f"{info.name}: batch 1 does not fit in memory on {device}") from e
-                raise
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            b //= 2
-            text = f"batch {b * 2} did not fit in memory on {device}; trying {b}"
-            notes.append(text)
-            note(text)
+    transform = eval_transform(info.data_config) if images else None
+
+    def attempt(b: int):
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        meter = MemoryMeter(device)
+        times = _timed(fn, device, info.dtype, b, h, w, warmup, iters, min_time, channels_last, images, transform,
+                       workers)
+        return times, meter
+
+    (times, meter), b, notes = fit_batch(attempt, batch_size, is_oom, note, f" on {device}", info.name)
+    peak = meter.peak()
     med = statistics.median(times)
     img_s = b / med
     achieved = flops_per_image * img_s / 1e12
     qs = statistics.quantiles(times, n=10) if len(times) > 1 else [times[0]] * 9
-    mem, mem_source = _peak_memory(device)
     return BenchRow(
-        model=info.name, image_size=(h, w), batch_size=b, requested_batch_size=requested, dtype=info.dtype,
+        model=info.name, image_size=(h, w), batch_size=b, requested_batch_size=batch_size, dtype=info.dtype,
         device=str(device), compile=compile, channels_last=channels_last, end_to_end=images is not None,
         img_per_s=img_s, ms_per_batch=med * 1e3, ms_per_batch_p10=qs[0] * 1e3, ms_per_batch_p90=qs[-1] * 1e3,
         flops_per_image=flops_per_image, flops_source=flops_source, tflops=achieved, peak_tflops=peak_tflops,
-        peak_source=peak_source, mfu=achieved / peak_tflops, peak_memory_bytes=mem, memory_source=mem_source,
-        iterations=len(times), notes=tuple(notes))
+        peak_source=peak_source, mfu=achieved / peak_tflops, peak_memory_bytes=peak,
+        memory_over_model_bytes=max(0, peak - meter.base), memory_source=meter.source, iterations=len(times),
+        seconds=sum(times), notes=tuple(notes))
 
 
-def _timed(fn, device, dtype, b, h, w, warmup, iters, channels_last, images, transform, workers) -> list:
-    """Per-batch seconds of `iters` timed iterations after `warmup` untimed ones."""
+def _timed(fn, device, dtype, b, h, w, warmup, iters, min_time, channels_last, images, transform, workers) -> list:
+    """Per-batch seconds of the timed iterations (at least `iters`, and at least `min_time` seconds in all)
+    after `warmup` untimed ones."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    times = []
+    times: list[float] = []
+
+    def enough(i: int) -> bool:
+        return i >= warmup + iters and sum(times) >= min_time
+
     with torch.inference_mode(), autocast(device, dtype):
         if images is None:
             x = torch.randn(b, 3, h, w, device=device).contiguous(memory_format=fmt)
-            for i in range(warmup + iters):
+            i = 0
+            while not enough(i):
                 _sync(device)
                 t = time.perf_counter()
                 fn(x)
                 _sync(device)
                 if i >= warmup:
                     times.append(time.perf_counter() - t)
+                i += 1
             return times
         # end to end: decoding and preprocessing in the loop; the images are cycled to fill a batch
         paths = list(itertools.islice(itertools.cycle(images), b))
-        for i in range(warmup + iters):
+        i = 0
+        while not enough(i):
             t = time.perf_counter()
             for batch in batches(paths, [transform], b, workers, device=device.type):
                 if batch.tensors is None or len(batch.indices) < b:
@@ -167,4 +192,5 @@ def _timed(fn, device, dtype, b, h, w, warmup, iters, channels_last, images, tra
             _sync(device)
             if i >= warmup:
                 times.append(time.perf_counter() - t)
+            i += 1
     return times

@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from vitcli.backend.data import eval_transform
 from vitcli.backend.loader import batches
 from vitcli.backend.models import LoadedModel, autocast
 from vitcli.progress import Progress
-
-
-@dataclass(frozen=True)
-class Prediction:
-    image: str
-    top: tuple[tuple[int, str, float], ...]  # (class index, label, probability), most probable first
-
-    def to_dict(self) -> dict:
-        return {"image": self.image, "top": [{"index": i, "label": s, "prob": p} for i, s, p in self.top]}
-
-
-@dataclass(frozen=True)
-class Skipped:
-    image: str
-    reason: str
-
-    def to_dict(self) -> dict:
-        return {"image": self.image, "reason": self.reason}
+from vitcli.results import Prediction, Skipped
 
 
 def classify(model: LoadedModel, paths: list[str], labels: list[str], top_k: int = 5, batch_size: int = 32,

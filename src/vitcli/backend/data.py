@@ -11,6 +11,7 @@ from timm.data import create_transform, resolve_data_config
 from torchvision import transforms as T
 
 from vitcli.core.tokens import Pair
+from vitcli.results import config_to_json
 
 
 def data_config(model, img_size: Pair | None = None, squash: bool = False) -> dict:
@@ -62,12 +63,12 @@ def describe(cfg: dict) -> str:
     return f"{' -> '.join(parts)}; normalise mean ({mean}) std ({std})"
 
 
-def config_to_json(cfg: dict) -> dict:
-    return {
-        "input_size": list(cfg["input_size"]),
-        "interpolation": cfg.get("interpolation"),
-        "crop_pct": cfg.get("crop_pct"),
-        "crop_mode": cfg.get("crop_mode"),
-        "mean": list(cfg["mean"]),
-        "std": list(cfg["std"]),
-    }
+def preprocessing_for(name: str, img_size: Pair | None = None):
+    """How timm model `name` preprocesses, read on the meta device (no weights, no memory):
+    (its ViTSpec, a function applying the PIL stages of its eval transform, a one-line description, the data
+    config as JSON)."""
+    from vitcli.backend.arch import build_meta, spec_from_model
+
+    m = build_meta(name, img_size)
+    cfg = data_config(m, img_size)
+    return spec_from_model(m, name), pil_stages(cfg), describe(cfg), config_to_json(cfg)

@@ -12,27 +12,15 @@ Several models (fused features) are concatenated along the last (channel) axis, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from vitcli.backend.data import eval_transform
 from vitcli.backend.loader import batches
-from vitcli.backend.models import LoadedModel, autocast, block_index
+from vitcli.backend.models import LoadedModel, autocast
 from vitcli.errors import ModelError, UsageError
+from vitcli.requests import FeatureRequest
+from vitcli.results import Skipped
 from vitcli.progress import Progress
-
-MODES = ("cls", "patch", "mean", "all")
-
-
-@dataclass(frozen=True)
-class FeatureRequest:
-    mode: str = "patch"
-    layers: tuple[int, ...] | None = None  # as given (0-based, negative from the end); None: final output
-    norm: bool = False  # apply the final norm to --layer outputs
-    grid: bool = False  # patch mode: (gh, gw, D) instead of (N, D)
-    stop_early: bool = False  # skip the blocks after the last requested layer
-
 
 class Extractor:
     """One model's features for a batch: (B, 3, H, W) -> (B, *row_shape), float32."""
@@ -43,16 +31,10 @@ class Extractor:
         if not hasattr(m, "forward_intermediates") or not hasattr(m, "blocks"):
             raise ModelError(f"{model.info.name}: {type(m).__name__} has no transformer blocks to read tokens from",
                              hint="use a ViT-family timm model")
-        if req.mode not in MODES:
-            raise UsageError(f"--mode {req.mode!r} is not one of {', '.join(MODES)}")
         depth = len(m.blocks)
         self.layers = None
         if req.layers is not None:
-            self.layers = tuple(sorted({block_index(model, k) for k in req.layers}))
-        if req.grid and req.mode != "patch":
-            raise UsageError("--grid goes with --mode patch")
-        if req.stop_early and self.layers is None:
-            raise UsageError("--stop-early needs --layer")
+            self.layers = tuple(sorted({model.info.block_index(k) for k in req.layers}))
         self.depth = depth
         self.layer_axis = self.layers is not None and len(self.layers) > 1
         self.prefix = m.num_prefix_tokens
@@ -132,7 +114,7 @@ def extract(extractors: list[Extractor], paths: list[str], write, start: int = 0
     with torch.inference_mode():
         for batch in batches(todo, [e.transform for e in extractors], batch_size, workers,
                              device=device.type):
-            skipped = [{"image": todo[i], "reason": reason} for i, reason in batch.failures]
+            skipped = [Skipped(todo[i], reason).to_dict() for i, reason in batch.failures]
             done = start + max(batch.indices + [i for i, _ in batch.failures]) + 1
             if batch.tensors is None:
                 rows = None

@@ -22,35 +22,11 @@ from vitcli.backend.data import data_config
 from vitcli.core.spec import split_model_name
 from vitcli.core.tokens import Pair
 from vitcli.errors import ModelError, UsageError
+from vitcli.requests import ModelRequest
+from vitcli.results import ModelInfo
 
 DEFAULT_MODEL = "vit_base_patch16_224.augreg2_in21k_ft_in1k"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What was loaded, in plain data (crosses into commands and render; no torch)."""
-
-    name: str
-    source: str  # timm | hf-hub | local-dir
-    arch: str
-    tag: str | None
-    weights: str  # where the weights came from, or "random (--no-pretrained)"
-    pretrained: bool
-    num_classes: int
-    data_config: dict
-    device: str
-    dtype: str
-    num_prefix_tokens: int = 0
-    patch_size: Pair | None = None
-    img_size: Pair | None = None
-
-    def to_dict(self) -> dict:
-        from vitcli.backend.data import config_to_json
-
-        return {"name": self.name, "source": self.source, "arch": self.arch, "tag": self.tag,
-                "weights": self.weights, "pretrained": self.pretrained, "num_classes": self.num_classes,
-                "device": self.device, "dtype": self.dtype, "data_config": config_to_json(self.data_config)}
 
 
 @dataclass
@@ -82,19 +58,11 @@ def resolve_device(device: str) -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if device not in ("cpu", "cuda", "mps", "meta") and not device.startswith("cuda:"):
-        raise UsageError(f"--device {device!r} is not one of auto, cpu, cuda, cuda:N, mps")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {device}: CUDA is not available here", hint="use --device cpu or auto")
     if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise UsageError("--device mps: MPS is not available here", hint="use --device cpu or auto")
     return torch.device(device)
-
-
-def resolve_dtype(dtype: str) -> torch.dtype:
-    if dtype not in DTYPES:
-        raise UsageError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
-    return DTYPES[dtype]
 
 
 def _blocked_pickle(e: BaseException) -> str | None:
@@ -148,17 +116,16 @@ def apply_checkpoint(model: torch.nn.Module, state_dict: dict, path: str) -> Non
                               "differs") from e
 
 
-def load_model(name: str | None = None, pretrained: bool = True, checkpoint: str | None = None,
-               num_classes: int | None = None, img_size: Pair | None = None, device: str = "auto",
-               dtype: str = "float32", squash: bool = False, **model_kwargs) -> LoadedModel:
-    """Build and load a timm model in eval mode on `device`.
+def load_model(request: ModelRequest, img_size: Pair | None = None, **model_kwargs) -> LoadedModel:
+    """Build and load the requested timm model in eval mode on its device.
 
     `img_size` rebuilds the model for another input size (timm resamples the position embedding of the
-    pretrained weights); the data config follows it. `squash` resizes without cropping. `device="meta"` builds
-    shapes only (no weights, no memory), for inspecting layouts.
+    pretrained weights); the data config follows it. `request.squash` resizes without cropping.
+    `device="meta"` builds shapes only (no weights, no memory), for inspecting layouts.
     """
-    name = name or DEFAULT_MODEL
-    dev, _ = resolve_device(device), resolve_dtype(dtype)
+    name, checkpoint, num_classes = request.name or DEFAULT_MODEL, request.checkpoint, request.num_classes
+    pretrained, dtype = request.pretrained, request.dtype
+    dev = resolve_device(request.device)
     source = source_of(name)
     arch, tag = split_model_name(name)
     kwargs = dict(model_kwargs)
@@ -195,8 +162,8 @@ def load_model(name: str | None = None, pretrained: bool = True, checkpoint: str
     else:
         weights = "random, seed 0 (--no-pretrained)"
     model = model.eval().requires_grad_(False).to(dev)
-    cfg = data_config(model, img_size, squash)
-    pe = getattr(model, "patch_embed", None)
+    cfg = data_config(model, img_size, request.squash)
+    pe, blocks = getattr(model, "patch_embed", None), getattr(model, "blocks", None)
     info = ModelInfo(
         name=name, source=source, arch=model.pretrained_cfg.get("architecture", arch), tag=tag or
         model.pretrained_cfg.get("tag"), weights=weights, pretrained=use_hub or bool(checkpoint),
@@ -204,17 +171,11 @@ def load_model(name: str | None = None, pretrained: bool = True, checkpoint: str
         num_prefix_tokens=getattr(model, "num_prefix_tokens", 0),
         patch_size=tuple(pe.patch_size) if pe is not None else None,
         img_size=tuple(pe.img_size) if pe is not None and pe.img_size is not None else None,
+        depth=len(blocks) if blocks is not None else None,
+        num_heads=getattr(getattr(blocks[0], "attn", None), "num_heads", None) if blocks else None,
+        embed_dim=getattr(model, "embed_dim", None),
     )
     return LoadedModel(model, info)
-
-
-def block_index(model: LoadedModel, k: int) -> int:
-    """Block K (0-based; negative from the end) as a 0-based index; a usage error naming the range otherwise."""
-    depth = len(model.module.blocks)
-    if not -depth <= k < depth:
-        raise UsageError(f"--layer {k} is out of range for {model.info.name}, which has {depth} blocks",
-                         hint=f"use 0..{depth - 1}, or -1..-{depth} from the end")
-    return k % depth
 
 
 def label_names(model: LoadedModel, labels_file: str | None = None) -> list[str]:
@@ -223,7 +184,8 @@ def label_names(model: LoadedModel, labels_file: str | None = None) -> list[str]
     n = model.info.num_classes
     if labels_file:
         try:
-            names = [line.strip() for line in Path(labels_file).read_text(encoding="utf-8").splitlines() if line.strip()]
+            text = Path(labels_file).read_text(encoding="utf-8")
+            names = [line.strip() for line in text.splitlines() if line.strip()]
         except OSError as e:
             raise UsageError(f"--labels {labels_file}: cannot read ({e.strerror or e})") from e
         if len(names) != n:

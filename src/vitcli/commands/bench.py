@@ -4,15 +4,50 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vitcli.commands.common import ModelRequest, load
-from vitcli.core.tokens import parse_pair
+from vitcli.core.tokens import Pair, parse_pair
 from vitcli.errors import UsageError
 from vitcli.inputs import collect_inputs
+from vitcli.progress import SILENT, Reporter
+from vitcli.requests import ModelRequest, at_least
+from vitcli.results import BenchRow
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchRequest:
+    models: tuple[str, ...]
+    batch_sizes: tuple[int, ...] = (1,)
+    size: Pair | None = None  # default: each model's own
+    device: str = "auto"
+    dtype: str = "float32"
+    compile: bool = False
+    channels_last: bool = False
+    pretrained: bool = False  # random weights by default: no download
+    warmup: int = 2
+    iters: int = 5  # at least this many timed iterations...
+    min_time: float = 1.0  # ...and at least this many seconds of them
+    peak: float | None = None  # TFLOP/s; None: measured by a matmul probe
+    end_to_end: tuple[str, ...] = ()  # images decoded and preprocessed in the loop
+    workers: int | None = None
+
+    def __post_init__(self):
+        if not self.models:
+            raise UsageError("name at least one --model", hint="e.g. vitcli bench --model vit_base_patch16_224")
+        for b in self.batch_sizes:
+            at_least("--batch-size", b, 1)
+        at_least("--iters", self.iters, 1)
+        at_least("--warmup", self.warmup, 0)
+        at_least("--min-time", self.min_time, 0)
+        at_least("--workers", self.workers, 0)
+        if self.peak is not None and self.peak <= 0:
+            raise UsageError(f"--peak {self.peak} must be a positive number of TFLOP/s")
+        if self.size is not None:
+            object.__setattr__(self, "size", parse_pair(self.size, "--size"))
+        ModelRequest(device=self.device, dtype=self.dtype)  # the same checks as every model-loading command
 
 
 @dataclass(frozen=True)
 class BenchResult:
-    rows: tuple  # backend.bench.BenchRow
+    rows: tuple[BenchRow, ...]
 
     def to_dict(self) -> list[dict]:
         return [r.to_dict() for r in self.rows]
@@ -20,9 +55,9 @@ class BenchResult:
 
 def flops_per_image(name: str, size) -> tuple[int, str]:
     """The exact count of `vitcli cost` for this model at this size, or FlopCounterMode's outside the ViT family."""
-    from vitcli.commands.specs import resolve_spec
     from vitcli.core.cost import cost_report
     from vitcli.errors import ModelError
+    from vitcli.specs import resolve_spec
 
     try:
         return cost_report(resolve_spec(name, size)).flops, "analytic (vitcli cost)"
@@ -32,26 +67,19 @@ def flops_per_image(name: str, size) -> tuple[int, str]:
         return measure_flops(name, size)["flops"], "torch FlopCounterMode (fused attention off)"
 
 
-def run_bench(models: list[str], batch_sizes: list[int], size: str | None = None, device: str = "auto",
-              dtype: str = "float32", compile: bool = False, channels_last: bool = False, pretrained: bool = False,
-              warmup: int = 2, iters: int = 5, peak: float | None = None, end_to_end: list[str] | None = None,
-              workers: int | None = None, note=lambda text: None) -> BenchResult:
+def run_bench(req: BenchRequest, ui: Reporter = SILENT) -> BenchResult:
     from vitcli.backend import bench
+    from vitcli.backend.models import load_model
 
-    if not models:
-        raise UsageError("name at least one --model", hint="e.g. vitcli bench --model vit_base_patch16_224")
-    if any(b < 1 for b in batch_sizes) or warmup < 0 or iters < 1:
-        raise UsageError("--batch-size and --iters must be at least 1, --warmup at least 0")
-    if peak is not None and peak <= 0:
-        raise UsageError(f"--peak {peak} must be a positive number of TFLOP/s")
-    size_pair = parse_pair(size, "--size") if size else None
-    images = collect_inputs(end_to_end) if end_to_end else None
+    images = collect_inputs(req.end_to_end) if req.end_to_end else None
     rows = []
-    for name in models:
-        model = load(ModelRequest(name, pretrained=pretrained, device=device, dtype=dtype), img_size=size_pair)
+    for name in req.models:
+        model = load_model(ModelRequest(name=name, pretrained=req.pretrained, device=req.device, dtype=req.dtype),
+                           img_size=req.size)
         _, h, w = model.info.data_config["input_size"]
         flops, source = flops_per_image(name, (h, w))
-        for b in batch_sizes or [1]:
-            rows.append(bench.run_bench(model, b, flops, source, warmup, iters, compile, channels_last, peak, images,
-                                        workers, note))
+        for b in req.batch_sizes:
+            rows.append(bench.run_bench(model, b, flops, source, warmup=req.warmup, iters=req.iters,
+                                        min_time=req.min_time, compile=req.compile, channels_last=req.channels_last,
+                                        peak_tflops=req.peak, images=images, workers=req.workers, note=ui.warn))
     return BenchResult(tuple(rows))

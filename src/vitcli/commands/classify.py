@@ -5,18 +5,37 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 
-from vitcli.commands.common import ModelRequest, RunOptions, load
 from vitcli.errors import UsageError
 from vitcli.inputs import collect_inputs
 from vitcli.outputs import atomic_output, check_targets
-from vitcli.progress import Progress
+from vitcli.progress import SILENT, Reporter
+from vitcli.requests import ModelRequest, RunOptions
+from vitcli.results import ModelInfo, Outcome
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClassifyRequest:
+    inputs: tuple[str, ...]
+    model: ModelRequest
+    run: RunOptions = RunOptions()
+    top_k: int = 5
+    labels: str | None = None  # label file, one name per line in class order
+    csv: str | None = None
+    force: bool = False
+
+    def __post_init__(self):
+        if self.top_k < 1:
+            raise UsageError(f"--top-k {self.top_k} must be at least 1")
+        if not self.inputs:
+            raise UsageError("give at least one image, directory or glob pattern",
+                             hint="e.g. vitcli classify photo.jpg")
 
 
 @dataclass(frozen=True)
-class ClassifyResult:
-    model: object  # backend.models.ModelInfo
-    predictions: tuple  # backend.classify.Prediction, in input order
-    skipped: tuple  # backend.classify.Skipped
+class ClassifyResult(Outcome):
+    model: ModelInfo
+    predictions: tuple  # results.Prediction, in input order
+    skipped: tuple  # results.Skipped
     total: int
     csv_path: str | None = None
 
@@ -34,19 +53,18 @@ def write_csv(path: str, predictions, k: int) -> None:
             w.writerow([p.image] + [v for i, s, prob in p.top for v in (i, s, f"{prob:.6g}")])
 
 
-def run_classify(inputs: list[str], request: ModelRequest, run: RunOptions, top_k: int = 5,
-                 labels_file: str | None = None, csv_path: str | None = None, force: bool = False,
-                 progress: Progress | None = None) -> ClassifyResult:
-    if top_k < 1:
-        raise UsageError(f"--top-k {top_k} must be at least 1")
-    check_targets([csv_path], force)
-    paths = collect_inputs(inputs, run.recursive)
+def run_classify(req: ClassifyRequest, ui: Reporter = SILENT) -> ClassifyResult:
+    check_targets([req.csv], req.force)
+    paths = collect_inputs(req.inputs, req.run.recursive)
     from vitcli.backend.classify import classify
-    from vitcli.backend.models import label_names
+    from vitcli.backend.models import label_names, load_model
 
-    model = load(request)
-    labels = label_names(model, labels_file)
-    predictions, skipped = classify(model, paths, labels, top_k, run.batch_size, run.workers, progress)
-    if csv_path:
-        write_csv(csv_path, predictions, min(top_k, model.info.num_classes))
-    return ClassifyResult(model.info, tuple(predictions), tuple(skipped), len(paths), csv_path)
+    if not req.model.pretrained:
+        ui.warn("--no-pretrained: random weights, the predictions below are meaningless")
+    model = load_model(req.model)
+    labels = label_names(model, req.labels)
+    predictions, skipped = classify(model, paths, labels, req.top_k, req.run.batch_size, req.run.workers,
+                                    ui.progress())
+    if req.csv:
+        write_csv(req.csv, predictions, min(req.top_k, model.info.num_classes))
+    return ClassifyResult(model.info, tuple(predictions), tuple(skipped), len(paths), req.csv)

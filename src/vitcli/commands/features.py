@@ -5,31 +5,81 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from vitcli.commands.common import ModelRequest, RunOptions, load
-from vitcli.core.tokens import parse_pair
-from vitcli.errors import UsageError, VitcliError
+from vitcli.core.tokens import Pair, parse_pair
+from vitcli.errors import Interrupted, UsageError
 from vitcli.inputs import collect_inputs
 from vitcli.outputs import check_targets, ensure_room
-from vitcli.progress import Progress
+from vitcli.progress import SILENT, Reporter
+from vitcli.requests import FeatureRequest, ModelRequest, RunOptions, one_of
+from vitcli.results import Outcome, Skipped
 from vitcli.units import human_bytes
 
 OUT_DTYPES = ("float32", "float16")
 
 
+@dataclass(frozen=True, kw_only=True)
+class FeaturesRequest:
+    """Everything `features` was asked, checked; a preset is expanded here into the options it sets."""
+
+    inputs: tuple[str, ...]
+    out: str
+    models: tuple[ModelRequest, ...] = (ModelRequest(),)
+    mode: str | None = None  # default: patch
+    layers: tuple[int, ...] | None = None
+    norm: bool = False
+    grid: bool = False
+    stop_early: bool = False
+    run: RunOptions = RunOptions()
+    size: Pair | None = None  # rebuild the models for this input size
+    out_dtype: str = "float32"
+    force: bool = False
+    resume: bool = False
+    preset: str | None = None
+    feat: FeatureRequest = field(init=False)  # mode, layers, norm, grid, stop_early: checked together
+
+    def __post_init__(self):
+        if self.preset:
+            from vitcli.core.presets import get_preset
+
+            p = get_preset(self.preset)
+            given = [flag for flag, value in (("--model", any(m.name for m in self.models)), ("--mode", self.mode),
+                                              ("--layer", self.layers), ("--size", self.size), ("--norm", self.norm),
+                                              ("--squash", any(m.squash for m in self.models))) if value]
+            if given:
+                raise UsageError(f"--preset {p.name} sets {', '.join(given)} itself",
+                                 hint="drop them, or spell the recipe out with --model, --layer, --size and --squash")
+            base = self.models[0]
+            object.__setattr__(self, "models", tuple(replace(base, name=m, squash=p.squash) for m in p.models))
+            for key, value in (("mode", p.mode), ("layers", (p.layer,)), ("norm", p.norm), ("size", p.size)):
+                object.__setattr__(self, key, value)
+        object.__setattr__(self, "feat", FeatureRequest(mode=self.mode or "patch", layers=self.layers, norm=self.norm,
+                                                        grid=self.grid, stop_early=self.stop_early))
+        if self.size is not None:
+            object.__setattr__(self, "size", parse_pair(self.size, "--size"))
+        if not self.inputs:
+            raise UsageError("give at least one image, directory or glob pattern",
+                             hint="e.g. vitcli features photo.jpg -o feats.npy")
+        if Path(self.out).suffix != ".npy":
+            raise UsageError(f"-o {self.out} must end in .npy", hint="e.g. -o feats.npy (the sidecar is feats.json)")
+        one_of("--out-dtype", self.out_dtype, OUT_DTYPES)
+        if len(self.models) > 1 and self.models[0].checkpoint:
+            raise UsageError("--checkpoint applies to one --model", hint="give fine-tuned models as local-dir: sources")
+
+
 @dataclass(frozen=True)
-class FeaturesResult:
+class FeaturesResult(Outcome):
     out: str
     sidecar: str
     sidecar_data: dict
     resumed_from: int  # inputs already done by an interrupted run (0: a fresh run)
 
     @property
-    def skipped(self) -> list:
-        return self.sidecar_data["skipped"]
+    def skipped(self) -> tuple[Skipped, ...]:
+        return tuple(Skipped(**s) for s in self.sidecar_data["skipped"])
 
     @property
     def total(self) -> int:
@@ -52,7 +102,8 @@ def _versions() -> dict:
 def _axes(extractor) -> list[str]:
     req = extractor.req
     axes = ["image"] + (["layer"] if extractor.layer_axis else [])
-    axes += {"cls": [], "mean": [], "all": ["token"], "patch": ["grid_row", "grid_col"] if req.grid else ["patch"]}[req.mode]
+    patch = ["grid_row", "grid_col"] if req.grid else ["patch"]
+    axes += {"cls": [], "mean": [], "all": ["token"], "patch": patch}[req.mode]
     return axes + ["channel"]
 
 
@@ -93,38 +144,19 @@ def sidecar(out: Path, extractors, shape, out_dtype: str, images: list[str], ski
     }
 
 
-def expand_preset(preset: str, model, mode, layer, size, norm: bool, squash: bool):
-    """(models, mode, layers, size, squash) of a preset; the options it sets must not be given as well."""
-    from vitcli.core.presets import get_preset
-
-    p = get_preset(preset)
-    given = [flag for flag, value in (("--model", model), ("--mode", mode), ("--layer", layer), ("--size", size),
-                                      ("--norm", norm), ("--squash", squash)) if value]
-    if given:
-        raise UsageError(f"--preset {p.name} sets {', '.join(given)} itself",
-                         hint="drop them, or spell the recipe out with --model, --layer, --size and --squash")
-    return list(p.models), p.mode, [p.layer], f"{p.size[0]}x{p.size[1]}", p.squash
-
-
-def run_features(inputs: list[str], requests: list[ModelRequest], feat, out: str, run: RunOptions,
-                 size: str | None = None, out_dtype: str = "float32", force: bool = False, resume: bool = False,
-                 progress: Progress | None = None, announce=lambda text: None) -> FeaturesResult:
-    """Extract features of every input into `out` (.npy) and its sidecar (.json).
-
-    `feat` is a backend.features.FeatureRequest; `announce` receives human notes (the output size) before work.
-    """
+def run_features(req: FeaturesRequest, ui: Reporter = SILENT) -> FeaturesResult | None:
+    """Extract features of every input into `req.out` (.npy) and its sidecar (.json); None on a torchrun rank
+    other than 0 (rank 0 reports for all)."""
     from vitcli.backend import distributed
     from vitcli.backend.features import Extractor, extract, fused_row_shape
+    from vitcli.backend.models import load_model
     from vitcli.export import NpyWriter, partial_paths, sidecar_path
 
-    target = Path(out)
-    if target.suffix != ".npy":
-        raise UsageError(f"-o {out} must end in .npy", hint="e.g. -o feats.npy (the sidecar is feats.json)")
-    if out_dtype not in OUT_DTYPES:
-        raise UsageError(f"--out-dtype {out_dtype!r} is not one of {', '.join(OUT_DTYPES)}")
-    check_targets([target, sidecar_path(target)], force)
-    size_pair = parse_pair(size, "--size") if size else None
-    paths = collect_inputs(inputs, run.recursive)
+    target, feat, run, out_dtype = Path(req.out), req.feat, req.run, req.out_dtype
+    check_targets([target, sidecar_path(target)], req.force)
+    paths = collect_inputs(req.inputs, run.recursive)
+    requests, resume, size_pair, out = list(req.models), req.resume, req.size, req.out
+    progress = ui.progress()
 
     rank, world = distributed.world()
     if world > 1:
@@ -133,8 +165,10 @@ def run_features(inputs: list[str], requests: list[ModelRequest], feat, out: str
         requests = [replace(r, device=distributed.local_device(r.device)) for r in requests]
         distributed.init(requests[0].device)
         if rank:
-            announce, progress = (lambda text: None), None
-    models = [load(r, img_size=size_pair) for r in requests]
+            ui, progress = SILENT, SILENT.progress()
+    if not requests[0].pretrained:
+        ui.warn("--no-pretrained: random weights, the features are meaningless")
+    models = [load_model(r, img_size=size_pair) for r in requests]
     extractors = [Extractor(m, feat) for m in models]
     row_shape = fused_row_shape(extractors)
     settings = {"batch_size": run.batch_size, "dtype": requests[0].dtype, "out_dtype": out_dtype,
@@ -146,7 +180,7 @@ def run_features(inputs: list[str], requests: list[ModelRequest], feat, out: str
         "inputs_sha256": hashlib.sha256(json.dumps(paths).encode()).hexdigest(), "row_shape": list(row_shape),
     }
     nbytes = len(paths) * math.prod(row_shape) * (4 if out_dtype == "float32" else 2)
-    announce(f"Output {out}: up to ({len(paths)}, {', '.join(map(str, row_shape))}) {out_dtype} = "
+    ui.note(f"Output {out}: up to ({len(paths)}, {', '.join(map(str, row_shape))}) {out_dtype} = "
              f"{human_bytes(nbytes)} for {len(paths)} image{'s' if len(paths) != 1 else ''}"
              + (f", on {world} ranks" if world > 1 else ""))
     partial, _ = partial_paths(target)
@@ -158,7 +192,7 @@ def run_features(inputs: list[str], requests: list[ModelRequest], feat, out: str
     writer = NpyWriter(part_target, stop - start, row_shape, out_dtype, fingerprint, resume)
     resumed_from = writer.state.next_input if writer.resumed else 0
     if resume and not writer.resumed:
-        announce(f"nothing to resume at {partial}: starting from the first image")
+        ui.note(f"nothing to resume at {partial}: starting from the first image")
 
     def write(rows, next_input, skipped):
         writer.write(writer.mm[:0] if rows is None else rows, next_input, skipped)
@@ -169,8 +203,8 @@ def run_features(inputs: list[str], requests: list[ModelRequest], feat, out: str
     except KeyboardInterrupt:
         writer.close()
         done = writer.state.next_input
-        raise VitcliError(f"interrupted after {done} of {len(paths)} images; the finished batches are kept in "
-                          f"{partial}", hint="run the same command with --resume to continue", exit_code=130) from None
+        raise Interrupted(f"interrupted after {done} of {len(paths)} images; the finished batches are kept in "
+                          f"{partial}", hint="run the same command with --resume to continue") from None
     except BaseException:
         writer.close()
         raise
@@ -185,7 +219,7 @@ def run_features(inputs: list[str], requests: list[ModelRequest], feat, out: str
 
 
 def _good(paths: list[str], skipped: list[dict]) -> list[str]:
-    bad = {s["image"] for s in skipped}
+    bad = {s["source"] for s in skipped}
     return [p for p in paths if p not in bad]
 
 

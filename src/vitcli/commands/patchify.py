@@ -9,6 +9,24 @@ from vitcli.imaging import LoadedImage
 from vitcli.outputs import check_targets, save_picture
 
 
+@dataclass(frozen=True, kw_only=True)
+class PatchifyRequest:
+    image: str
+    size: Pair | None = None  # N or HxW text, parsed here
+    patch: Pair | None = None
+    model: str | None = None
+    out: str | None = None  # the labelled grid picture
+    mosaic: str | None = None
+    npy: str | None = None
+    force: bool = False
+
+    def __post_init__(self):
+        if self.size is not None:
+            object.__setattr__(self, "size", parse_pair(self.size, "--size"))
+        if self.patch is not None:
+            object.__setattr__(self, "patch", parse_pair(self.patch, "--patch"))
+
+
 @dataclass(frozen=True)
 class PatchifyResult:
     image: LoadedImage
@@ -36,6 +54,14 @@ class PatchifyResult:
     def patch_dim(self) -> int:
         return self.layout.patch_size[0] * self.layout.patch_size[1] * 3
 
+    def describe_remainder(self) -> str | None:
+        r = self.layout.non_divisible
+        if r is None:
+            return None
+        return (f"{fmt_pair(self.input_size)} is not a multiple of the patch {fmt_pair(self.layout.patch_size)}: the "
+                f"last {r.remainder[0]} rows and {r.remainder[1]} columns ({r.drop_pixels:,} pixels) are dropped, as "
+                f"timm's patch embedding does with strict_img_size=False; a standard ViT rejects this size")
+
     def to_dict(self) -> dict:
         r = self.layout.non_divisible
         return {
@@ -60,59 +86,39 @@ class PatchifyResult:
         }
 
 
-def run_patchify(image: str, size: str | None, patch: str | None, model: str | None, out: str | None,
-                 mosaic: str | None, npy: str | None, force: bool = False) -> PatchifyResult:
-    """Preprocess `image`, cut it into patches and write the requested pictures and patch array.
+def run_patchify(req: PatchifyRequest) -> PatchifyResult:
+    """Preprocess the image, cut it into patches and write the requested pictures and patch array.
 
-    Without `model`: shorter side to `size` (bicubic) and centre crop (HxW: resize to exactly that); patch
-    from `patch` (default 16); CLS and no registers. With `model`: that model's own timm data config, patch,
+    Without a model: shorter side to `size` (bicubic) and centre crop (HxW: resize to exactly that); patch
+    from `patch` (default 16); CLS and no registers. With a model: that model's own timm data config, patch,
     CLS and registers (`size` rebuilds the model at that size).
     """
     from vitcli import draw, imaging
     from vitcli.export import save_npy
 
-    targets = check_targets([out, mosaic, npy], force)  # refuse before any work
-    size_pair = parse_pair(size, "--size") if size else None
-    patch_pair = parse_pair(patch, "--patch") if patch else None
-    loaded = imaging.open_image(image)
-    if model:
-        from vitcli.backend import data
-        from vitcli.backend.arch import build_meta, spec_from_model
+    out, mosaic, npy = check_targets([req.out, req.mosaic, req.npy], req.force, keep_none=True)  # before any work
+    loaded = imaging.open_image(req.image)
+    if req.model:
+        from vitcli.backend.data import preprocessing_for
 
-        m = build_meta(model, size_pair)
-        spec = spec_from_model(m, model)
-        cfg = data.data_config(m, size_pair)
-        pre = data.pil_stages(cfg)(loaded.image)
-        transform, cfg_json = data.describe(cfg), data.config_to_json(cfg)
-        patch_pair = patch_pair or spec.patch_size
+        spec, stages, transform, cfg_json = preprocessing_for(req.model, req.size)
+        pre = stages(loaded.image)
+        patch = req.patch or spec.patch_size
         cls_token, registers = spec.class_token, spec.reg_tokens
     else:
-        pre, transform = imaging.standard_eval(loaded.image, size_pair or (224, 224))
-        cfg_json = None
-        patch_pair = patch_pair or (16, 16)
+        pre, transform = imaging.standard_eval(loaded.image, req.size or (224, 224))
+        cfg_json, patch = None, req.patch or (16, 16)
         cls_token, registers = True, 0
     input_size = (pre.height, pre.width)
-    layout = token_layout(input_size, patch_pair, cls_token, registers, model=model)
-    result = PatchifyResult(loaded, transform, input_size, layout, model, cfg_json)
-
+    layout = token_layout(input_size, patch, cls_token, registers, model=req.model)
     written = {}
     if out:
-        save_picture(draw.grid_picture(pre, patch_pair, cls_token, registers), targets[0])
-        written["grid"] = out
+        save_picture(draw.grid_picture(pre, patch, cls_token, registers), out)
+        written["grid"] = req.out
     if mosaic:
-        save_picture(draw.mosaic_picture(pre, patch_pair, cls_token, registers), mosaic)
-        written["mosaic"] = mosaic
+        save_picture(draw.mosaic_picture(pre, patch, cls_token, registers), mosaic)
+        written["mosaic"] = req.mosaic
     if npy:
-        save_npy(imaging.patchify(imaging.image_to_array(pre), patch_pair), npy)  # (N, P·P·3) in [0, 1]
-        written["npy"] = npy
-    result.outputs.update(written)
-    return result
-
-
-def describe_remainder(result: PatchifyResult) -> str | None:
-    r = result.layout.non_divisible
-    if r is None:
-        return None
-    return (f"{fmt_pair(result.input_size)} is not a multiple of the patch {fmt_pair(result.layout.patch_size)}: "
-            f"the last {r.remainder[0]} rows and {r.remainder[1]} columns ({r.drop_pixels:,} pixels) are dropped, "
-            f"as timm's patch embedding does with strict_img_size=False; a standard ViT rejects this size")
+        save_npy(imaging.patchify(imaging.image_to_array(pre), patch), npy)  # (N, P·P·3) in [0, 1]
+        written["npy"] = req.npy
+    return PatchifyResult(loaded, transform, input_size, layout, req.model, cfg_json, written)

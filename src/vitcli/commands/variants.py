@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vitcli.core.spec import VARIANTS, ViTSpec
-from vitcli.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -17,8 +16,5 @@ class VariantsResult:
 
 
 def run_variants(family: str | None = None) -> VariantsResult:
-    """All variants, or those of one family (case-insensitive: vit, deit, dinov2, siglip, clip)."""
-    rows = tuple(v for v in VARIANTS if family is None or v.family.lower() == family.lower())
-    if not rows:
-        raise UsageError(f"--family {family!r} has no variants", hint="use vit, deit, dinov2, siglip or clip")
-    return VariantsResult(rows)
+    """All variants, or those of one family (vit, deit, dinov2, siglip, clip; checked by the CLI's choice)."""
+    return VariantsResult(tuple(v for v in VARIANTS if family is None or v.family.lower() == family.lower()))

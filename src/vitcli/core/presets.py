@@ -51,18 +51,22 @@ def get_preset(name: str) -> Preset:
 def budget(preset: Preset, specs: list) -> dict:
     """Per-frame cost of a preset from its models' specs (each at the preset's size), analytic.
 
-    `macs_all_blocks`: every block and head (a plain forward); `macs_stop_early`: up to the preset's layer,
-    no head (timm `forward_intermediates(stop_early=True)`). The language model receives the patch tokens of
-    the layer, channels concatenated.
+    `macs_stop_early`: what the preset's model runs — each encoder up to the layer it reads, no head (timm
+    `forward_intermediates(stop_early=True)`, as OpenVLA's `get_intermediate_layers` does); `macs_all_blocks`:
+    every block, no head (`forward_features`, or `features` without --stop-early); `macs_heads`: the pooling
+    heads and classifiers apart, which the preset never runs (a plain forward adds them). The language model
+    receives the patch tokens of the layer, channels concatenated.
     """
     from vitcli.core.cost import macs_breakdown
 
-    all_blocks = early = 0
+    all_blocks = early = heads = 0
     grids = set()
     for spec in specs:
         layout = spec.layout()
         grids.add(layout.grid)
-        all_blocks += sum(macs_breakdown(spec, layout).values())
+        parts = macs_breakdown(spec, layout)
+        heads += parts.pop("head")
+        all_blocks += sum(parts.values())
         used = preset.layer % spec.depth + 1  # blocks run to reach the layer
         early += sum(macs_breakdown(spec, layout, blocks=used, head=False).values())
     if len(grids) != 1:
@@ -73,10 +77,12 @@ def budget(preset: Preset, specs: list) -> dict:
         **preset.to_dict(),
         "layers": [preset.layer % s.depth for s in specs],
         "depths": [s.depth for s in specs],
-        "macs_all_blocks": all_blocks,
         "macs_stop_early": early,
-        "flops_all_blocks": 2 * all_blocks,
+        "macs_all_blocks": all_blocks,
+        "macs_heads": heads,
         "flops_stop_early": 2 * early,
+        "flops_all_blocks": 2 * all_blocks,
+        "flops_heads": 2 * heads,
         "lm_tokens": tokens,
         "grid": [gh, gw],
         "channels": channels,

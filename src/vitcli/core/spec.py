@@ -153,7 +153,8 @@ def _dinov2(size: str, d: int, depth: int, heads: int, reg: bool) -> ViTSpec:
     word = _SIZE_WORD[size]
     giant = size == "g"
     return ViTSpec(
-        timm_name=f"vit_{word}_patch14_{'reg4_' if reg else ''}dinov2", name=f"DINOv2-{size}/14{'-reg4' if reg else ''}",
+        timm_name=f"vit_{word}_patch14_{'reg4_' if reg else ''}dinov2",
+        name=f"DINOv2-{size}/14{'-reg4' if reg else ''}",
         family="DINOv2", img_size=(518, 518), patch_size=(14, 14), embed_dim=d, depth=depth, num_heads=heads,
         mlp_dim=4096 if giant else 4 * d, mlp_gated=giant, layer_scale=True, reg_tokens=4 if reg else 0,
         no_embed_class=reg, num_classes=0, default_tag="lvd142m")

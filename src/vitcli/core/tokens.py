@@ -25,8 +25,11 @@ Pair = tuple[int, int]
 _PAIR_RE = re.compile(r"^\s*(\d+)\s*(?:[xX×,]\s*(\d+))?\s*$")
 
 
-def parse_pair(text: str | int, option: str) -> Pair:
-    """Parse `N` or `HxW` into (h, w); raise a UsageError naming `option` for anything else or a value < 1."""
+def parse_pair(text: str | int | Pair, option: str) -> Pair:
+    """Parse `N` or `HxW` into (h, w); raise a UsageError naming `option` for anything else or a value < 1.
+    An (h, w) pair is checked and returned."""
+    if isinstance(text, tuple):
+        text = f"{text[0]}x{text[1]}"
     if isinstance(text, int):
         text = str(text)
     m = _PAIR_RE.match(text)
@@ -40,6 +43,10 @@ def parse_pair(text: str | int, option: str) -> Pair:
     if h < 1 or w < 1:
         raise UsageError(f"{option} {text!r} must be at least 1 pixel", hint=f"for example {option} 224")
     return (h, w)
+
+
+def parse_pairs(texts, option: str) -> tuple[Pair, ...]:
+    return tuple(parse_pair(t, option) for t in texts or ())
 
 
 def fmt_pair(p: Pair) -> str:

@@ -10,12 +10,47 @@ where a forward hook records it. Nothing is recomputed outside timm.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from vitcli.backend.data import eval_transform
 from vitcli.backend.models import LoadedModel
 from vitcli.errors import ModelError, UsageError
+
+
+def model_input(model: LoadedModel, image) -> torch.Tensor:
+    """A PIL image through the model's own timm eval transform: (1, 3, H, W) on the model's device."""
+    return eval_transform(model.info.data_config)(image).unsqueeze(0).to(model.info.device)
+
+
+@dataclass(frozen=True)
+class TokenGrid:
+    """Where the patch tokens sit in the sequence: `prefix` tokens (CLS first, then registers), then the grid."""
+
+    grid: tuple[int, int]
+    prefix: int
+    has_cls: bool
+
+    @property
+    def registers(self) -> int:
+        return self.prefix - int(self.has_cls)
+
+
+def token_grid(model: LoadedModel, x: torch.Tensor) -> TokenGrid:
+    m = model.module
+    return TokenGrid(tuple(m.patch_embed.dynamic_feat_size(x.shape[-2:])), m.num_prefix_tokens,
+                     getattr(m, "cls_token", None) is not None)
+
+
+@dataclass(frozen=True)
+class Attention:
+    """Attention probabilities of one image: (heads, T, T) of one block, or (1, T, T) for the rollout."""
+
+    probs: np.ndarray
+    layout: TokenGrid
+    block: int | None  # None: rollout over all blocks
 
 
 @contextmanager
@@ -79,7 +114,8 @@ def position_embedding(model: LoadedModel, size: tuple[int, int] | None = None) 
     if not isinstance(pos, torch.nn.Parameter) or pos.ndim != 3:
         raise ModelError(f"{model.info.name} has no learned absolute position embedding",
                          hint="models with rotary (RoPE) or relative position encodings carry position inside "
-                              "attention; posembed needs a ViT with a pos_embed table (ViT, DeiT, DINOv2, SigLIP, CLIP)")
+                              "attention; posembed needs a ViT with a pos_embed table (ViT, DeiT, DINOv2, SigLIP, "
+                              "CLIP)")
     prefix = 0 if getattr(m, "no_embed_class", False) else m.num_prefix_tokens
     grid = tuple(m.patch_embed.grid_size)
     table = pos.detach().float()
@@ -100,11 +136,23 @@ def cosine_matrix(v: np.ndarray) -> np.ndarray:
     return v @ v.T
 
 
-def block_stats(model: LoadedModel, x: torch.Tensor) -> list[dict]:
+def attention_of(model: LoadedModel, image, block: int | None, discard_ratio: float = 0.0) -> Attention:
+    """The attention of `image` in block `block` (0-based), or the rollout over every block when None."""
+    x = model_input(model, image)
+    if block is None:
+        blocks = list(range(len(model.module.blocks)))
+        attns = attention(model, x, blocks)
+        probs = rollout([attns[b][0] for b in blocks], discard_ratio)[None]  # (1, T, T)
+    else:
+        probs = attention(model, x, [block])[block][0]  # (heads, T, T)
+    return Attention(probs, token_grid(model, x), block)
+
+
+def block_stats(model: LoadedModel, image) -> list[dict]:
     """Per block, for one image: patch-token norms (mean, median, max, max/median: high-norm outliers are the
     register artifact), entropy of the CLS token's attention (nats, heads averaged), and the cosine similarity
     of the CLS output to the mean patch output. CLS fields are None for a model without CLS."""
-    m = model.module
+    m, x = model.module, model_input(model, image)
     blocks = list(range(len(m.blocks)))
     outs: dict[int, torch.Tensor] = {}
     hooks = [m.blocks[b].register_forward_hook(lambda mod, i, o, b=b: outs.__setitem__(b, o.detach().float()))
@@ -126,6 +174,7 @@ def block_stats(model: LoadedModel, x: torch.Tensor) -> list[dict]:
         if has_cls:
             a = seen[b][0][0, :, 0, :]  # (heads, T): the CLS query's attention
             row["cls_attention_entropy"] = float(-(a * a.clamp(min=1e-12).log()).sum(-1).mean())
-            row["cls_cos_mean_patch"] = float(torch.nn.functional.cosine_similarity(tokens[0], tokens[p:].mean(0), dim=0))
+            cos = torch.nn.functional.cosine_similarity(tokens[0], tokens[p:].mean(0), dim=0)
+            row["cls_cos_mean_patch"] = float(cos)
         rows.append(row)
     return rows
