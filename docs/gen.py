@@ -2,11 +2,16 @@
 
     python docs/gen.py          rewrite the blocks
     python docs/gen.py --check  exit 1 when a block is stale (tests/test_docs.py runs this)
+    python docs/gen.py --retrain  train the tutorial's model again first (docs/models/digits), then rewrite
 
 The command runs in-process at COLUMNS=100 from the repository root; its stdout goes into the ```text block
 that follows the marker. A marker may end in `-> exit N` when the command is meant to fail. Commands that
 write files (pictures under docs/img/) run in a scratch folder that mirrors the repository; refreshing copies
 the pictures they made into docs/img/, checking never touches tracked files.
+
+The tutorial's trained model, docs/models/digits/, is committed; rewriting trains it (`python
+docs/train_digits.py docs/models/digits`, ~3 min of CPU) only when it is missing or with --retrain, and
+checking never trains.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCK = re.compile(r"<!-- run: (?P<cmd>.+?)(?: -> exit (?P<code>\d+))? -->\n```text\n(?P<out>.*?)```", re.S)
+# a picture of an explore page that a run block above it wrote: <!-- shot: PAGE.html -> PICTURE.png [k=v ...] -->
+SHOT = re.compile(r"<!-- shot: (?P<page>\S+) -> (?P<png>\S+)(?P<opts>(?: \w+=\S+)*) -->")
 
 
 def pages() -> list[Path]:
@@ -34,7 +41,35 @@ def scratch_root() -> Path:
         if entry.name not in ("docs", ".git"):
             (root / entry.name).symlink_to(entry)
     (root / "docs" / "img").mkdir(parents=True)
+    if (ROOT / "docs" / "models").is_dir():  # the tutorial's trained model, read by `--model local-dir:...`
+        (root / "docs" / "models").symlink_to(ROOT / "docs" / "models")
     return root
+
+
+DIGITS = ROOT / "docs" / "models" / "digits"
+
+
+def train_digits(retrain: bool = False) -> None:
+    """Make docs/models/digits with docs/train_digits.py (60 epochs, seed 0) when it is missing, or again with
+    `retrain`; trained in a new folder beside it, which replaces the old one only when training succeeded."""
+    if (DIGITS / "model.safetensors").is_file() and not retrain:
+        return
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_digits", ROOT / "docs" / "train_digits.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    DIGITS.parent.mkdir(parents=True, exist_ok=True)
+    fresh = Path(tempfile.mkdtemp(prefix=".digits-", dir=DIGITS.parent))
+    try:
+        print(f"training {DIGITS} with docs/train_digits.py (a few minutes of CPU)", file=sys.stderr)
+        module.train(fresh)
+        fresh.chmod(0o755)
+        if DIGITS.exists():
+            shutil.rmtree(DIGITS)
+        fresh.rename(DIGITS)
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)
 
 
 def run(cmd: str, where: Path) -> tuple[int, str]:
@@ -64,12 +99,39 @@ def render(text: str, where: Path) -> str:
     return BLOCK.sub(fill, text)
 
 
-def main(check: bool) -> int:
+def shoot(text: str, where: Path, browser=None) -> list[Path]:
+    """Take the screenshots the `<!-- shot: ... -->` markers in `text` ask for, of pages written in `where`, into
+    `where` (options: hover=ROW,COL block=B head=H|mean). Debian's headless chromium through Playwright
+    (`vitcli.explore_page.screenshot`); without it, a note on stderr and no picture (docs/img keeps its own).
+    Checking never calls this: pictures are not compared, only text blocks. `browser`: a launched one to reuse."""
+    from vitcli import explore_page
+
+    made = []
+    for m in SHOT.finditer(text):
+        why = explore_page.browser_missing()
+        if why:
+            print(f"no screenshot {m['png']}: {why}", file=sys.stderr)
+            continue
+        opts = dict(o.split("=", 1) for o in m["opts"].split())
+        hover = tuple(int(v) for v in opts["hover"].split(",")) if "hover" in opts else None
+        head = opts.get("head")
+        explore_page.screenshot(where / m["page"], where / m["png"], hover=hover,
+                                block=int(opts["block"]) if "block" in opts else None,
+                                head=None if head is None else head if head == "mean" else int(head), browser=browser)
+        made.append(where / m["png"])
+    return made
+
+
+def main(check: bool, retrain: bool = False) -> int:
+    if not check:
+        train_digits(retrain)
     stale = []
     where = scratch_root()
     for page in pages():
         old = page.read_text()
         new = render(old, where)
+        if not check:
+            shoot(new, where)
         if new != old:
             stale.append(page.relative_to(ROOT))
             if not check:
@@ -84,4 +146,4 @@ def main(check: bool) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main("--check" in sys.argv))
+    sys.exit(main("--check" in sys.argv, retrain="--retrain" in sys.argv))

@@ -38,6 +38,8 @@ def _run_python(args: list[str]) -> subprocess.CompletedProcess:
         ["cost", "--variant", "L/14", "--size", "224", "--size", "448"],
         ["cost", "--model", "vit_base_patch16_224", "--json"],
         ["tokens", "--preset", "openvla", "--json"],
+        ["tokens", "--preset", "qwen2-vl", "--size", "1080x1920", "--json"],
+        ["tokens", "--list-presets"],
         ["cost", "--preset", "openvla"],
         ["tokens", "--size", "0", "--patch", "16"],  # errors too
     ],

@@ -79,7 +79,7 @@ def test_layers_equal_forward_intermediates(cli, tmp_path, fixture, norm, reques
     p = model.num_prefix_tokens
     args = ["--layer", "-1", "--layer", "0"] + (["--norm"] if norm else [])  # given out of order
     got, side = feats(cli, tmp_path, model_dir, "--mode", "patch", *args)
-    assert got.shape == (4, 2, 16, 32) and side["layers"] == [0, 1] and side["axes"] == ["image", "layer", "patch", "channel"]
+    assert got.shape == (4, 2, 16, 32) and side["layers"] == [0, 1] and side["axes"] == ["row", "layer", "patch", "channel"]
     for k in (0, 1):
         assert np.allclose(got[:, k], inter[k].numpy(), atol=1e-5)
     # every mode at a layer, against the same intermediates (prefix tokens included this time)
@@ -89,7 +89,7 @@ def test_layers_equal_forward_intermediates(cli, tmp_path, fixture, norm, reques
     tokens = torch.cat([full[1], full[0]], 1) if p else full
     got, side = feats(cli, tmp_path, model_dir, "--mode", "all", "--layer", "1", *(["--norm"] if norm else []),
                       name="a.npy")
-    assert side["axes"] == ["image", "token", "channel"]  # one layer: no layer axis
+    assert side["axes"] == ["row", "token", "channel"]  # one layer: no layer axis
     assert np.allclose(got, tokens.numpy(), atol=1e-5)
     got, _ = feats(cli, tmp_path, model_dir, "--mode", "mean", "--layer", "-1", *(["--norm"] if norm else []), name="m.npy")
     assert np.allclose(got, tokens[:, p:].mean(1).numpy(), atol=1e-5)

@@ -116,15 +116,30 @@ def test_preset_real_architectures_on_meta():
 
 
 def test_preset_cli_json(cli):
+    """`tokens --preset openvla`: the VLM row (any frame squashed to 224: 256 visual tokens), and OpenVLA's two
+    encoders (261 and 256 tokens, prefix dropped) with the fused per-frame budget."""
     d = cli("tokens", "--preset", "openvla", "--json").json()
-    assert [e["seq_len"] for e in d["encoders"]] == [261, 256] and d["preset"]["lm_tokens"] == 256
+    fused = d["fused"]
+    assert [e["seq_len"] for e in fused["encoders"]] == [261, 256] and fused["budget"]["lm_tokens"] == 256
+    assert [e["model"] for e in fused["encoders"]] == ["vit_large_patch14_reg4_dinov2.lvd142m",
+                                                        "vit_so400m_patch14_siglip_224.webli"]
+    assert fused["budget"]["channels"] == 2176 and fused["budget"]["bytes_per_frame"]["bfloat16"] == 256 * 2176 * 2
+    (row,) = d["rows"]
+    assert (row["image"], row["resized"], row["visual_tokens"], row["special_tokens"]) == ([224, 224], [224, 224],
+                                                                                          256, 0)
+    assert row["encoder_macs"] == fused["budget"]["macs_stop_early"]
+    frame = cli("tokens", "--preset", "openvla", "--size", "480x640", "--json").json()["rows"][0]
+    assert (frame["image"], frame["resized"], frame["visual_tokens"]) == ([480, 640], [224, 224], 256)
+    text = cli("tokens", "--preset", "openvla").stdout
+    assert "1024 + 1152 = 2,176 channels: 2.1 MiB per frame in float32" in text and "= 261 tokens" in text
     c = cli("cost", "--preset", "openvla", "--json").json()
     assert [r["model"] for r in c["rows"]] == ["vit_large_patch14_reg4_dinov2.lvd142m",
                                                 "vit_so400m_patch14_siglip_224.webli"]
     assert sum(r["macs"] for r in c["rows"]) == c["preset"]["macs_all_blocks"] + c["preset"]["macs_heads"]
 
 
-@pytest.mark.parametrize("args", [["tokens", "--preset", "openvla", "--size", "224"],
+@pytest.mark.parametrize("args", [["tokens", "--preset", "openvla", "--patch", "14"],
+                                  ["tokens", "--preset", "openvla", "--model", "vit_base_patch16_224"],
                                   ["cost", "--preset", "openvla", "--variant", "B/16"],
                                   ["features", "x.jpg", "-o", "f.npy", "--preset", "openvla", "--layer", "-1"],
                                   ["tokens", "--preset", "openvlaa"]])

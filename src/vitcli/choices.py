@@ -50,10 +50,52 @@ class Family(Choice):
     clip = "clip"
 
 
+class Method(Choice):
+    """Attribution methods of `explain`: the set vitcli.backend.explain.METHODS holds (a test checks), the
+    most faithful first (docs/explain.md)."""
+
+    occlusion = "occlusion"
+    integrated_gradients = "integrated-gradients"
+    gradcam = "gradcam"
+    gradcam_pp = "gradcam++"
+    layercam = "layercam"
+    eigencam = "eigencam"
+    grad_rollout = "grad-rollout"
+    attention_rollout = "attention-rollout"
+
+
 class Preset(Choice):
     """Named encoder recipes of `features` and `cost` (the VLM token presets of `tokens` are a superset)."""
 
     openvla = "openvla"
+
+
+class TokensPreset(Choice):
+    """The VLM/VLA presets of `tokens`: core/vlm.py PRESETS, in its order. Written out so that every command's
+    start-up stays free of core/vlm's preset tables; tests/test_tokens.py checks the two are equal."""
+
+    llava_1_5 = "llava-1.5"
+    llava_next = "llava-next"
+    llava_onevision = "llava-onevision"
+    qwen2_vl = "qwen2-vl"
+    qwen2_5_vl = "qwen2.5-vl"
+    qwen3_vl = "qwen3-vl"
+    internvl = "internvl"
+    idefics3 = "idefics3"
+    smolvlm = "smolvlm"
+    gemma3 = "gemma3"
+    paligemma_224 = "paligemma-224"
+    paligemma_448 = "paligemma-448"
+    paligemma_896 = "paligemma-896"
+    pi0 = "pi0"
+    smolvla = "smolvla"
+    openvla = "openvla"
+
+
+class PosReference(Choice):
+    """Reference position embeddings `posembed --reference` draws (no weights needed)."""
+
+    sincos = "sincos"
 
 
 def value(choice) -> str | None:

@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from vitcli import __version__
-from vitcli.choices import ActDtype, Family, Mode, OutDtype, Preset, value
+from vitcli.choices import ActDtype, Family, Method, Mode, OutDtype, PosReference, Preset, TokensPreset, value
 from vitcli.errors import VitcliError
 from vitcli.options import (
     BatchSizeOpt,
@@ -148,28 +148,78 @@ def model_request(name, checkpoint=None, num_classes=None, no_pretrained=False, 
                         device=device, dtype=value(dtype), squash=squash)
 
 
+def _tok(flag: str, kind: type, about: str, metavar: str | None = None):
+    """A `tokens` option that is None when not given (the preset's released value then applies)."""
+    return Annotated[Optional[kind], typer.Option(*flag.split(" "), help=about, show_default=False,
+                                                  **({"metavar": metavar} if metavar else {}))]
+
+
 @app.command()
 def tokens(
-    size: SizesOpt = None,
+    size: Annotated[Optional[list[str]], typer.Option(
+        "--size", "-s", help="Image size in pixels: N or HxW, height first. Repeat for several. With --preset: the "
+                             "input image or camera frame, which the preset resizes, tiles or squashes (default: "
+                             "the preset's native size, e.g. 336 for llava-1.5, 224 for pi0 and openvla; "
+                             "--list-presets shows each).", show_default=False)] = None,
     patch: PatchesOpt = None,
     cls: Annotated[Optional[bool], typer.Option("--cls/--no-cls", help="Prepend a CLS token (default: yes).",
                                                 show_default=False)] = None,
     registers: Annotated[Optional[int], typer.Option("--registers", help="Register tokens (DINOv2-reg4: 4).",
                                                      show_default=False)] = None,
     model: ModelOpt = None,
-    preset: Annotated[Optional[Preset], typer.Option("--preset", help="A named recipe: openvla (its encoders and the "
-                                                     "tokens its language model sees).", show_default=False,
-                                                     case_sensitive=False)] = None,
+    preset: Annotated[Optional[TokensPreset], typer.Option(
+        "--preset", metavar="NAME", help="A VLM or VLA: the visual and special tokens its language model receives "
+                                         "per image (and per control step): " + ", ".join(TokensPreset) + ".",
+        show_default=False, case_sensitive=False)] = None,
+    list_presets: Annotated[bool, typer.Option("--list-presets", help="List the presets with their models and "
+                                                                      "references (with --size: tokens at each).")
+                            ] = False,
+    cameras: _tok("--cameras", int, "Cameras per control step (default: the preset's; pi0 3, others 1).") = None,
+    frames: _tok("--frames", int, "Frames per camera per control step (history; default 1).") = None,
+    hz: _tok("--hz", float, "Control steps per second: adds tokens and encoder FLOPs per second.") = None,
+    min_pixels: _tok("--min-pixels", int, "Qwen presets: smallest resized area in pixels (released: 3,136; "
+                                          "qwen3-vl 65,536).") = None,
+    max_pixels: _tok("--max-pixels", int, "Qwen presets: largest resized area in pixels (released: 12,845,056; "
+                                          "qwen3-vl 16,777,216).") = None,
+    max_tiles: _tok("--max-tiles", int, "internvl: most tiles, thumbnail not counted (released: 12).") = None,
+    min_tiles: _tok("--min-tiles", int, "internvl: fewest tiles (released: 1).") = None,
+    longest_edge: _tok("--longest-edge", int, "idefics3, smolvlm: the longest edge is resized to this first "
+                                              "(released: 1,456; smolvlm 2,048).") = None,
+    image_splitting: _tok("--image-splitting/--no-image-splitting", bool, "idefics3, smolvlm: cut tiles (released: "
+                                                                          "on).") = None,
+    pan_and_scan: _tok("--pan-and-scan/--no-pan-and-scan", bool, "gemma3: add crops of elongated images "
+                                                                 "(released: off).") = None,
+    pan_and_scan_min_crop_size: _tok("--pan-and-scan-min-crop-size", int, "gemma3: smallest crop side in pixels "
+                                                                          "(released: 256).") = None,
+    pan_and_scan_max_crops: _tok("--pan-and-scan-max-crops", int, "gemma3: most crops (released: 4).") = None,
+    pan_and_scan_min_ratio: _tok("--pan-and-scan-min-ratio", float, "gemma3: long/short side ratio from which "
+                                                                    "crops are made (released: 1.2).") = None,
+    anyres_max: _tok("--anyres-max", int, "llava-onevision: features reduced to about N tiles' worth (released: "
+                                          "9).") = None,
+    multi_image: _tok("--multi-image/--no-multi-image", bool, "llava-onevision: the image is one of several in the "
+                                                              "prompt: padded to a square, no tiles (released: off; "
+                                                              "on when cameras x frames > 1).") = None,
     json: JsonOpt = False,
 ) -> int:
-    """Count the tokens an image becomes: patch grid, prefix tokens, sequence length.
+    """Count the tokens an image becomes: patch grid, prefix tokens, sequence length; or, with --preset, what a
+    VLM/VLA's language model receives per image and per control step.
 
     Example: vitcli tokens --size 384 --patch 16
+
+    Example: vitcli tokens --preset qwen2-vl --size 1080x1920
+
+    Example: vitcli tokens --preset pi0 --cameras 3 --hz 50
     """
     from vitcli.commands.tokens import TokensRequest, run_tokens
 
+    options = dict(min_pixels=min_pixels, max_pixels=max_pixels, max_tiles=max_tiles, min_tiles=min_tiles,
+                   longest_edge=longest_edge, image_splitting=image_splitting, pan_and_scan=pan_and_scan,
+                   pan_and_scan_min_crop_size=pan_and_scan_min_crop_size, pan_and_scan_max_crops=pan_and_scan_max_crops,
+                   pan_and_scan_min_ratio=pan_and_scan_min_ratio, anyres_max=anyres_max, multi_image=multi_image)
     return emit(run_tokens(TokensRequest(sizes=tuple(size or ()), patches=tuple(patch or ()), cls_token=cls,
-                                         registers=registers, model=model, preset=value(preset))), json)
+                                         registers=registers, model=model, preset=value(preset),
+                                         list_presets=list_presets, cameras=cameras, frames=frames, hz=hz,
+                                         options=options)), json)
 
 
 @app.command()
@@ -218,7 +268,7 @@ def cost(
 
 @app.command()
 def patchify(
-    image: Annotated[str, typer.Argument(help="Image file (any format PIL reads).", show_default=False)],
+    image: ImageArg,
     size: Annotated[Optional[str], typer.Option("--size", "-s", help="Input size N or HxW (default 224; with "
                                                 "--model, the model's own).", show_default=False)] = None,
     patch: Annotated[Optional[str], typer.Option("--patch", "-p", help="Patch size N or HxW (default 16; with "
@@ -243,6 +293,38 @@ def patchify(
                                              npy=npy, force=force)), json)
 
 
+FpsOpt = Annotated[Optional[float], typer.Option("--fps", help="Videos: frames at this rate of video time (the "
+                                                 "nearest frame to each tick).", show_default=False)]
+EveryOpt = Annotated[Optional[int], typer.Option("--every", help="Videos: every Nth frame.", show_default=False)]
+StartOpt = Annotated[Optional[float], typer.Option("--start", help="Videos: from this time (s).", show_default=False)]
+EndOpt = Annotated[Optional[float], typer.Option("--end", help="Videos: up to this time (s, not included).",
+                                                 show_default=False)]
+MaxFramesOpt = Annotated[Optional[int], typer.Option("--max-frames", help="Videos: at most this many frames each.",
+                                                     show_default=False)]
+
+
+def sampling(fps, every, start, end, max_frames):
+    from vitcli.commands.features import Sampling
+
+    return Sampling(fps=fps, every=every, start=start, end=end, max_frames=max_frames)
+
+
+def task_option(text: str | None):
+    """--task I/N, or a SLURM job array's own numbers."""
+    if text is None:
+        env = os.environ
+        if "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
+            first = int(env.get("SLURM_ARRAY_TASK_MIN", 0))
+            return int(env["SLURM_ARRAY_TASK_ID"]) - first, int(env["SLURM_ARRAY_TASK_COUNT"])
+        return None
+    i, _, n = text.partition("/")
+    if not (i.isdigit() and n.isdigit()):
+        from vitcli.errors import UsageError
+
+        raise UsageError(f"--task {text!r} is not I/N", hint="e.g. --task 0/8 for the first of 8 tasks")
+    return int(i), int(n)
+
+
 @app.command()
 def classify(
     inputs: InputsArg,
@@ -260,6 +342,11 @@ def classify(
     recursive: RecursiveOpt = False,
     csv: Annotated[Optional[str], typer.Option("--csv", help="Also write one CSV row per image to this file.",
                                                show_default=False)] = None,
+    fps: FpsOpt = None,
+    every: EveryOpt = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
+    max_frames: MaxFramesOpt = None,
     force: ForceOpt = False,
     json: JsonOpt = False,
 ) -> int:
@@ -273,15 +360,17 @@ def classify(
     request = ClassifyRequest(
         inputs=tuple(inputs), model=model_request(model, checkpoint, num_classes, no_pretrained, device, dtype),
         run=RunOptions(batch_size=batch_size, workers=workers, recursive=recursive), top_k=top_k, labels=labels,
-        csv=csv, force=force)
+        csv=csv, force=force, sampling=sampling(fps, every, start, end, max_frames))
     return emit(run_classify(request, console()), json)
 
 
 @app.command()
 def features(
-    inputs: InputsArg,
-    out: Annotated[str, typer.Option("--out", "-o", help="Output .npy (the sidecar .json goes beside it).",
-                                     show_default=False)],
+    out: Annotated[str, typer.Option("--out", "-o", help="Output .npy (the sidecar .json goes beside it), or a "
+                                     "FOLDER/ of shards.", show_default=False)],
+    inputs: Annotated[Optional[list[str]], typer.Argument(
+        help="Images, videos, directories or glob patterns (or: merge FOLDER/ -o feats.npy).",
+        show_default=False)] = None,
     model: ModelsOpt = None,
     preset: Annotated[Optional[Preset], typer.Option("--preset", help="A named recipe: openvla (DINOv2 + SigLIP, "
                                                      "second-to-last block, 224 px, squashed).", show_default=False,
@@ -301,6 +390,35 @@ def features(
                                          "resize-naive) instead of the model's crop.")] = False,
     out_dtype: Annotated[OutDtype, typer.Option("--out-dtype", help="dtype of the saved array.",
                                                 case_sensitive=False)] = OutDtype.float32,
+    fps: FpsOpt = None,
+    every: EveryOpt = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
+    max_frames: MaxFramesOpt = None,
+    lerobot: Annotated[Optional[str], typer.Option("--lerobot", help="A LeRobot dataset's local root folder "
+                                                   "(v3.0 or v2.1 layout): every camera frame of its episodes.",
+                                                   show_default=False)] = None,
+    camera: Annotated[Optional[list[str]], typer.Option("--camera", help="--lerobot: this camera only "
+                                                        "(repeatable; default every camera).",
+                                                        show_default=False)] = None,
+    episodes: Annotated[Optional[str], typer.Option("--episodes", help="--lerobot: these episodes, e.g. 0-9,12.",
+                                                    show_default=False)] = None,
+    fuse_cameras: Annotated[bool, typer.Option("--fuse-cameras", help="--lerobot: one row per step, the cameras' "
+                                               "features side by side along channels.")] = False,
+    fast_decode: Annotated[bool, typer.Option("--fast-decode", help="Decode large JPEGs at 1/2, 1/4 or 1/8 "
+                                              "scale (DCT scaling) before the model's resize: faster, not "
+                                              "bit-exact.")] = False,
+    gpu_decode: Annotated[bool, typer.Option("--gpu-decode", help="Decode JPEGs on the CUDA device (nvJPEG) and "
+                                             "resize there; other files on the CPU.")] = False,
+    decode_timeout: Annotated[Optional[float], typer.Option("--decode-timeout", help="Abandon a file the decoder "
+                                                            "spends longer on (s); it is reported as skipped.",
+                                                            show_default=False)] = None,
+    shard_size: Annotated[Optional[int], typer.Option("--shard-size", help="FOLDER/ output: rows per shard (a "
+                                                      "multiple of --batch-size; default: about 1 GiB).",
+                                                      show_default=False)] = None,
+    task: Annotated[Optional[str], typer.Option("--task", help="FOLDER/ output: compute only task I of N's share "
+                                                "of the shards (I/N; default from SLURM_ARRAY_TASK_ID/COUNT).",
+                                                show_default=False)] = None,
     checkpoint: CheckpointOpt = None,
     num_classes: NumClassesOpt = None,
     no_pretrained: NoPretrainedOpt = False,
@@ -310,7 +428,7 @@ def features(
     workers: WorkersOpt = None,
     recursive: RecursiveOpt = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last complete "
-                                         "batch.")] = False,
+                                         "batch (a FOLDER/ output always continues where it stopped).")] = False,
     force: ForceOpt = False,
     json: JsonOpt = False,
 ) -> int:
@@ -318,6 +436,11 @@ def features(
 
     Example: vitcli features --mode patch images/ -o feats.npy
     """
+    inputs = list(inputs or [])
+    if inputs[:1] == ["merge"] and not os.path.exists("merge"):
+        from vitcli.commands.merge import MergeRequest, run_merge
+
+        return emit(run_merge(MergeRequest(folders=tuple(inputs[1:]), out=out, force=force), console()), json)
     from vitcli.commands.features import FeaturesRequest, run_features
     from vitcli.requests import RunOptions
 
@@ -327,7 +450,9 @@ def features(
         models=tuple(model_request(n, checkpoint, num_classes, no_pretrained, device, dtype, squash)
                      for n in (model or [None])),
         run=RunOptions(batch_size=batch_size, workers=workers, recursive=recursive), out_dtype=value(out_dtype),
-        force=force, resume=resume)
+        force=force, resume=resume, sampling=sampling(fps, every, start, end, max_frames), lerobot=lerobot,
+        cameras=tuple(camera or ()), episodes=episodes, fuse_cameras=fuse_cameras, fast_decode=fast_decode,
+        gpu_decode=gpu_decode, decode_timeout=decode_timeout, shard_size=shard_size, task=task_option(task))
     return emit(run_features(request, console()), json)
 
 
@@ -403,6 +528,10 @@ def posembed(
     model: ModelOpt = None,
     size: Annotated[Optional[str], typer.Option("--size", "-s", help="Resample the embedding to this input size "
                                                 "(timm resample_abs_pos_embed).", show_default=False)] = None,
+    reference: Annotated[Optional[PosReference], typer.Option(
+        "--reference", help="Draw a reference instead of the model's table: sincos, the fixed 2-D sine-cosine "
+                            "embedding, at --model's grid and width (default: ViT-B/16 at 224, 14x14 x 768). "
+                            "No weights needed.", show_default=False, case_sensitive=False)] = None,
     out: PictureOpt = None,
     npy: NpyOpt = None,
     checkpoint: CheckpointOpt = None,
@@ -416,8 +545,8 @@ def posembed(
     """
     from vitcli.commands.posembed import PosembedRequest, run_posembed
 
-    request = PosembedRequest(model=model_request(model, checkpoint, None, no_pretrained, "cpu"), size=size, out=out,
-                              npy=npy, force=force)
+    request = PosembedRequest(model=model_request(model, checkpoint, None, no_pretrained, "cpu"), size=size,
+                              reference=value(reference), out=out, npy=npy, force=force)
     return emit(run_posembed(request, console()), json)
 
 
@@ -425,19 +554,213 @@ def posembed(
 def inspect(
     image: ImageArg,
     model: ModelOpt = None,
+    shuffle_patches: Annotated[bool, typer.Option(
+        "--shuffle-patches", help="Instead: shuffle the patches (seeded) and run the model with and without its "
+                                  "position embeddings; report how far the outputs move.")] = False,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the --shuffle-patches permutation "
+                                                "(default 0).", show_default=False)] = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="With --shuffle-patches: write the model's "
+                                               "input and its shuffled patches side by side (PNG).",
+                                               show_default=False)] = None,
     checkpoint: CheckpointOpt = None,
     no_pretrained: NoPretrainedOpt = False,
     device: DeviceOpt = "auto",
+    force: ForceOpt = False,
     json: JsonOpt = False,
 ) -> int:
-    """Follow the tokens through the blocks: norms, CLS attention entropy, CLS versus patches.
+    """Follow the tokens through the blocks, or shuffle the patches to see what position embeddings do.
 
-    Example: vitcli inspect photo.jpg --model vit_small_patch14_reg4_dinov2.lvd142m
+    Example: vitcli inspect photo.jpg --model vit_small_patch16_224 --shuffle-patches --seed 0 -o shuffle.png
     """
     from vitcli.commands.inspect import InspectRequest, run_inspect
 
-    request = InspectRequest(image=image, model=model_request(model, checkpoint, None, no_pretrained, device))
+    request = InspectRequest(image=image, model=model_request(model, checkpoint, None, no_pretrained, device),
+                             shuffle_patches=shuffle_patches, seed=seed, out=out, force=force)
     return emit(run_inspect(request, console()), json)
+
+
+@app.command()
+def explore(
+    image: ImageArg,
+    out: Annotated[str, typer.Option("--out", "-o", help="Write the page here (one self-contained HTML file).",
+                                     show_default=False)],
+    model: ModelOpt = None,
+    size: Annotated[Optional[str], typer.Option("--size", "-s", help="Rebuild the model for this input size "
+                                                "(position embeddings resampled); N or HxW.",
+                                                show_default=False)] = None,
+    checkpoint: CheckpointOpt = None,
+    no_pretrained: NoPretrainedOpt = False,
+    device: DeviceOpt = "auto",
+    force: ForceOpt = False,
+    json: JsonOpt = False,
+) -> int:
+    """Write one HTML page to explore a ViT on an image: patches, attention, rollout, features, prediction.
+
+    Example: vitcli explore photo.jpg --model vit_small_patch16_224.augreg_in21k_ft_in1k -o page.html
+    """
+    from vitcli.commands.explore import ExploreRequest, run_explore
+
+    request = ExploreRequest(image=image, out=out, size=size, force=force,
+                             model=model_request(model, checkpoint, None, no_pretrained, device))
+    return emit(run_explore(request, console()), json)
+
+
+# ---- pca and similar: the patch tokens `features --mode patch --grid` gives ------------------------------------
+TokenLayerOpt = Annotated[Optional[int], typer.Option("--layer", help="Block output K (0-based; negative from the "
+                                                      "end). Default: the final output.", show_default=False)]
+TokenSizeOpt = Annotated[Optional[str], typer.Option("--size", "-s", help="Rebuild the model for this input size "
+                                                     "(position embeddings resampled); N or HxW.",
+                                                     show_default=False)]
+
+
+@app.command()
+def pca(
+    inputs: InputsArg,
+    model: ModelOpt = None,
+    layer: TokenLayerOpt = None,
+    components: Annotated[int, typer.Option("--components", "-c", help="Principal components to show: 3 as RGB, 2 "
+                                            "as RG, 1 through a colour map.")] = 3,
+    per_image: Annotated[bool, typer.Option("--per-image", help="One PCA per image instead of one over all "
+                                            "(colours then differ between images).")] = False,
+    fit_on: Annotated[Optional[list[str]], typer.Option("--fit-on", help="Fit the PCA on these images (files, "
+                                                        "directories, globs; repeatable) and apply it to INPUTS.",
+                                                        show_default=False)] = None,
+    fit_first: Annotated[Optional[int], typer.Option("--fit-first", help="Fit on the first K inputs and apply that "
+                                                     "fit to all of them.", show_default=False)] = None,
+    foreground: Annotated[bool, typer.Option("--foreground", help="Split foreground from background by the first "
+                                             "component; fit the colours on the foreground, background black.")
+                          ] = False,
+    threshold: Annotated[Optional[float], typer.Option("--threshold", help="--foreground: background where the "
+                                                       "first component, scaled to [0, 1], is above this (default "
+                                                       "0.35).", show_default=False)] = None,
+    out: PictureOpt = None,
+    mask: Annotated[Optional[str], typer.Option("--mask", help="Write the foreground mask picture (PNG); needs "
+                                                "--foreground.", show_default=False)] = None,
+    npy: Annotated[Optional[str], typer.Option("--npy", help="Write the (N, gh, gw, C) components in [0, 1] "
+                                               "(float32); with --foreground also NAME.mask.npy (N, gh, gw) bool.",
+                                               show_default=False)] = None,
+    size: TokenSizeOpt = None,
+    checkpoint: CheckpointOpt = None,
+    no_pretrained: NoPretrainedOpt = False,
+    batch_size: BatchSizeOpt = 32,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "float32",
+    workers: WorkersOpt = None,
+    recursive: RecursiveOpt = False,
+    force: ForceOpt = False,
+    json: JsonOpt = False,
+) -> int:
+    """Colour the patch tokens by their principal components, fitted jointly over all inputs.
+
+    Example: vitcli pca photos/ --model vit_small_patch14_dinov2.lvd142m --foreground -o pca.png
+    """
+    from vitcli.commands.pca import PcaRequest, run_pca
+    from vitcli.requests import RunOptions
+
+    request = PcaRequest(
+        inputs=tuple(inputs), model=model_request(model, checkpoint, None, no_pretrained, device, dtype), layer=layer,
+        size=size, run=RunOptions(batch_size=batch_size, workers=workers, recursive=recursive), components=components,
+        per_image=per_image, fit_on=tuple(fit_on or ()), fit_first=fit_first, foreground=foreground,
+        threshold=threshold, out=out, mask=mask, npy=npy, force=force)
+    return emit(run_pca(request, console()), json)
+
+
+@app.command()
+def similar(
+    query: Annotated[str, typer.Argument(help="The query image.", show_default=False)],
+    targets: Annotated[Optional[list[str]], typer.Argument(help="Images to search (files, directories, globs).",
+                                                           show_default=False)] = None,
+    patch: Annotated[Optional[str], typer.Option("--patch", help="The query patch ROW,COL (0-based) on the query "
+                                                 "image's patch grid.", show_default=False)] = None,
+    point: Annotated[Optional[str], typer.Option("--point", help="The query patch as the pixel X,Y of the original "
+                                                 "query image, mapped through the model's resize and crop.",
+                                                 show_default=False)] = None,
+    mutual: Annotated[bool, typer.Option("--mutual", help="Mutual nearest neighbours between the query image and "
+                                         "one target instead.")] = False,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", "-k", help="--mutual: keep the K most similar pairs "
+                                                 "(default: all).", show_default=False)] = None,
+    model: ModelOpt = None,
+    layer: TokenLayerOpt = None,
+    out: PictureOpt = None,
+    npy: Annotated[Optional[str], typer.Option("--npy", help="Write the (1 + T, gh, gw) similarity maps (float32); "
+                                               "--mutual: the (K, 5) pairs a_row, a_col, b_row, b_col, cosine.",
+                                               show_default=False)] = None,
+    size: TokenSizeOpt = None,
+    checkpoint: CheckpointOpt = None,
+    no_pretrained: NoPretrainedOpt = False,
+    batch_size: BatchSizeOpt = 32,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "float32",
+    workers: WorkersOpt = None,
+    recursive: RecursiveOpt = False,
+    force: ForceOpt = False,
+    json: JsonOpt = False,
+) -> int:
+    """Find the patches most like one query patch, in the query image and in others.
+
+    Example: vitcli similar cat.jpg other.jpg --point 120,80 --model vit_small_patch14_dinov2.lvd142m -o sim.png
+    """
+    from vitcli.commands.similar import SimilarRequest, run_similar
+    from vitcli.requests import RunOptions
+
+    request = SimilarRequest(
+        query=query, targets=tuple(targets or ()), patch=patch, point=point, mutual=mutual, top_k=top_k,
+        model=model_request(model, checkpoint, None, no_pretrained, device, dtype), layer=layer, size=size,
+        run=RunOptions(batch_size=batch_size, workers=workers, recursive=recursive), out=out, npy=npy, force=force)
+    return emit(run_similar(request, console()), json)
+
+
+@app.command()
+def explain(
+    image: ImageArg,
+    model: ModelOpt = None,
+    method: Annotated[Optional[list[Method]], typer.Option("--method", help="Attribution method; repeat for a sheet "
+                                                           "side by side (default: occlusion).", show_default=False,
+                                                           case_sensitive=False)] = None,
+    target: Annotated[Optional[str], typer.Option("--target", help="Class to explain: an index, a label name "
+                                                  "(e.g. tabby), or top1 (default).", show_default=False)] = None,
+    target_embedding: Annotated[Optional[str], typer.Option("--target-embedding", help="Explain the cosine "
+                                                            "similarity of the model's pooled output to a vector: "
+                                                            "FILE.npy (D,) or (N, D) with FILE.npy:ROW or --row "
+                                                            "(e.g. `vitcli features --mode cls` output).",
+                                                            show_default=False)] = None,
+    row: Annotated[Optional[int], typer.Option("--row", help="Row of a 2-D --target-embedding file.",
+                                               show_default=False)] = None,
+    labels: Annotated[Optional[str], typer.Option("--labels", help="Label file, one name per line in class "
+                                                  "order (for --target NAME).", show_default=False)] = None,
+    layer: Annotated[Optional[int], typer.Option("--layer", help="Block the CAM methods read (0-based; negative "
+                                                 "from the end; default: the last).", show_default=False)] = None,
+    size: Annotated[Optional[str], typer.Option("--size", "-s", help="Rebuild the model for this input size "
+                                                "(position embeddings resampled); N or HxW.",
+                                                show_default=False)] = None,
+    check: Annotated[bool, typer.Option("--check", help="Faithfulness: each map's deletion curve (patches set to "
+                                        "the mean colour, most important first) and its area; lower is "
+                                        "better.")] = False,
+    ig_steps: Annotated[int, typer.Option("--ig-steps", help="Integrated gradients: points on the path.")] = 50,
+    batch_size: BatchSizeOpt = 16,
+    out: PictureOpt = None,
+    npy: Annotated[Optional[str], typer.Option("--npy", help="Write the raw maps (.npy, float32): (gh, gw), or "
+                                               "(methods, gh, gw); and MAP.full.npy over the original image, NaN "
+                                               "where the model never looked.", show_default=False)] = None,
+    checkpoint: CheckpointOpt = None,
+    num_classes: NumClassesOpt = None,
+    no_pretrained: NoPretrainedOpt = False,
+    device: DeviceOpt = "auto",
+    force: ForceOpt = False,
+    json: JsonOpt = False,
+) -> int:
+    """Show which patches made a ViT choose its target: attribution maps over the image.
+
+    Example: vitcli explain photo.jpg --method occlusion --method gradcam --check -o explain.png
+    """
+    from vitcli.commands.explain import DEFAULT_METHOD, ExplainRequest, run_explain
+
+    request = ExplainRequest(
+        image=image, model=model_request(model, checkpoint, num_classes, no_pretrained, device),
+        methods=tuple(value(m) for m in method) if method else (DEFAULT_METHOD,), target=target,
+        target_embedding=target_embedding, row=row, labels=labels, layer=layer, size=size, check=check,
+        ig_steps=ig_steps, batch_size=batch_size, out=out, npy=npy, force=force)
+    return emit(run_explain(request, console()), json)
 
 
 def main() -> None:

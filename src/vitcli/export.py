@@ -1,10 +1,12 @@
 """`.npy` written incrementally, resumable, renamed into place when complete; the JSON sidecar. numpy only.
 
-While a run works, the array lives at `TARGET.partial` (an `open_memmap` sized for every input, so memory is
-bounded by one batch) with `TARGET.partial.json` beside it recording how far it got. Both are updated after
-each complete batch: a run interrupted anywhere resumes from its last complete batch. When the run completes,
-the array's row count is shrunk in place to the images that were read (a header rewrite and a truncate, no
-copy), the sidecar is written, and the array is renamed onto the target.
+While a run works, the array lives at `TARGET.partial` (numpy's header for every input's row, then rows
+written with positioned writes as batches complete) with `TARGET.partial.json` beside it recording how far it
+got. Written pages belong to the file system's cache, not to the process, so resident memory stays at a few
+batches whatever the number of rows (a memory map of the whole array would keep every written page resident).
+Both are updated after each complete batch: a run interrupted anywhere resumes from its last complete batch.
+When the run completes, the array's row count is shrunk in place to the rows that were read (a header rewrite
+and a truncate, no copy), the sidecar is written, and the array is renamed onto the target.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 @dataclass
 class ResumeState:
-    """How far a run got: inputs consumed, rows written, inputs skipped; `fingerprint` pins the settings."""
+    """How far a run got: rows consumed (`next_input`), rows written, rows skipped (each with its `position`
+    in the run); `fingerprint` pins the settings."""
 
     next_input: int
     rows: int
@@ -56,7 +59,7 @@ class ResumeState:
 
 
 class NpyWriter:
-    """Rows appended to a memory-mapped `.npy` of `max_rows` x `row_shape`, resumable."""
+    """Rows appended to an `.npy` of `max_rows` x `row_shape` with positioned writes, resumable."""
 
     def __init__(self, target: Path, max_rows: int, row_shape: tuple[int, ...], dtype: str, fingerprint: dict,
                  resume: bool = False):
@@ -64,6 +67,7 @@ class NpyWriter:
         self.path, self.state_path = partial_paths(self.target)
         self.dtype = np.dtype(dtype)
         self.shape = (max_rows, *row_shape)
+        self.row_bytes = int(np.prod(row_shape, dtype=np.int64)) * self.dtype.itemsize
         self.state = ResumeState(0, 0, [], fingerprint)
         self.resumed = False
         if resume and self.path.exists() and self.state_path.exists():
@@ -73,22 +77,33 @@ class NpyWriter:
             if diff:
                 raise OutputError(f"{self.path}: the interrupted run used other settings ({', '.join(diff)})",
                                   hint="repeat its exact command to resume, or run without --resume to start over")
-            self.mm = npy_format.open_memmap(self.path, mode="r+")
-            if self.mm.shape != self.shape or self.mm.dtype != self.dtype:
+            self.f = open(self.path, "r+b")
+            shape, dtype, self.data_start = _read_header(self.f)
+            if shape != self.shape or dtype != self.dtype:
+                self.f.close()
                 raise OutputError(f"{self.path}: shape or dtype differs from this run",
                                   hint="run without --resume to start over")
             self.state = ResumeState(saved["next_input"], saved["rows"], saved["skipped"], fingerprint)
+            self.f.truncate(self.data_start + self.state.rows * self.row_bytes)  # drop a half-written batch
             self.resumed = True
         else:
-            self.mm = npy_format.open_memmap(self.path, mode="w+", dtype=self.dtype, shape=self.shape)
+            self.f = open(self.path, "w+b")
+            npy_format.write_array_header_2_0(self.f, {"descr": npy_format.dtype_to_descr(self.dtype),
+                                                       "fortran_order": False, "shape": self.shape}) \
+                if _needs_v2(self.dtype, self.shape) else \
+                npy_format.write_array_header_1_0(self.f, {"descr": npy_format.dtype_to_descr(self.dtype),
+                                                           "fortran_order": False, "shape": self.shape})
+            self.data_start = self.f.tell()
             self._save_state()
 
-    def write(self, rows: np.ndarray, next_input: int, skipped: list) -> None:
-        """Append `rows` (k, *row_shape), then record that inputs before `next_input` are done."""
+    def write(self, rows: np.ndarray | None, next_input: int, skipped: list) -> None:
+        """Append `rows` (k, *row_shape) (or none), then record that inputs before `next_input` are done."""
         n = self.state.rows
-        self.mm[n:n + len(rows)] = rows.astype(self.dtype, copy=False)
-        self.mm.flush()
-        self.state.rows = n + len(rows)
+        if rows is not None and len(rows):
+            data = np.ascontiguousarray(rows, dtype=self.dtype)
+            os.pwrite(self.f.fileno(), memoryview(data).cast("B"), self.data_start + n * self.row_bytes)
+            n += len(rows)
+        self.state.rows = n
         self.state.next_input = next_input
         self.state.skipped = self.state.skipped + list(skipped)
         self._save_state()
@@ -98,8 +113,9 @@ class NpyWriter:
 
     def finish(self, sidecar: dict) -> None:
         """Shrink to the rows written, write the sidecar, rename the array onto the target, drop the state."""
-        self.mm.flush()
-        del self.mm
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
         shrink_rows(self.path, self.state.rows)
         write_json_atomic(sidecar_path(self.target), sidecar)
         os.replace(self.path, self.target)
@@ -107,9 +123,30 @@ class NpyWriter:
 
     def close(self) -> None:
         """Leave the partial files for --resume (an interrupted or failed run)."""
-        if hasattr(self, "mm"):
-            self.mm.flush()
-            del self.mm
+        if not self.f.closed:
+            self.f.flush()
+            self.f.close()
+
+
+def _needs_v2(dtype: np.dtype, shape: tuple) -> bool:
+    """numpy's own choice of header version for this array (1.0 unless the header would not fit)."""
+    import io
+
+    buf = io.BytesIO()
+    try:
+        npy_format.write_array_header_1_0(buf, {"descr": npy_format.dtype_to_descr(dtype), "fortran_order": False,
+                                                "shape": shape})
+    except ValueError:
+        return True
+    return False
+
+
+def _read_header(f) -> tuple[tuple, np.dtype, int]:
+    f.seek(0)
+    version = npy_format.read_magic(f)
+    read = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}[version]
+    shape, _, dtype = read(f)
+    return tuple(shape), dtype, f.tell()
 
 
 def shrink_rows(path: Path, rows: int) -> None:
@@ -146,8 +183,88 @@ def shrink_rows(path: Path, rows: int) -> None:
 
 
 def open_rows(path: Path, rows: int, chunk: int = 4096):
-    """Yield the first `rows` rows of an `.npy` file in chunks, memory-mapped (bounded memory)."""
-    mm = np.load(path, mmap_mode="r")
-    for i in range(0, rows, chunk):
-        yield np.asarray(mm[i:min(rows, i + chunk)])
-    del mm
+    """Yield the first `rows` rows of an `.npy` file in chunks (bounded memory); the file may be a partial one,
+    whose header counts rows not yet written."""
+    with open(path, "rb") as f:
+        shape, dtype, _ = _read_header(f)
+        row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        for i in range(0, rows, chunk):
+            n = min(rows, i + chunk) - i
+            yield np.frombuffer(f.read(n * row_bytes), dtype=dtype).reshape(n, *shape[1:])
+
+
+# ---- a directory of shards ------------------------------------------------------------------------------------
+
+INDEX = "index.json"
+
+
+def shard_name(k: int) -> str:
+    return f"shard-{k:05d}"
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """Rows [0, rows) of a run cut into shards of `shard_rows` rows (a multiple of the batch size, so no batch
+    straddles two shards and every engine computes each shard identically)."""
+
+    rows: int
+    shard_rows: int
+
+    @property
+    def count(self) -> int:
+        return max(1, -(-self.rows // self.shard_rows))
+
+    def span(self, k: int) -> tuple[int, int]:
+        return k * self.shard_rows, min(self.rows, (k + 1) * self.shard_rows)
+
+
+class ShardSet:
+    """`folder/shard-NNNNN.npy` + `shard-NNNNN.json` (the sidecar of its rows) per shard, and `index.json`
+    (the plan, settings, shapes and which shards are complete). A shard is written under a temporary name and
+    renamed when complete, its sidecar last: a shard is complete when its sidecar exists, and a complete shard
+    is never computed again."""
+
+    def __init__(self, folder: Path, plan: ShardPlan, index: dict):
+        self.folder, self.plan, self.index = Path(folder), plan, index
+
+    @staticmethod
+    def read_index(folder: Path) -> dict | None:
+        path = Path(folder) / INDEX
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+    def check_compatible(self) -> None:
+        """Refuse to add to a folder made with other settings (its shards would not fit this run's)."""
+        old = self.read_index(self.folder)
+        if old is None:
+            return
+        diff = sorted(k for k in set(old["fingerprint"]) | set(self.index["fingerprint"])
+                      if old["fingerprint"].get(k) != self.index["fingerprint"].get(k))
+        if diff or old["shard_rows"] != self.plan.shard_rows:
+            raise OutputError(f"{self.folder}: holds shards made with other settings "
+                              f"({', '.join(diff) or 'shard_rows'})",
+                              hint="repeat that run's exact command to complete it, or choose another folder")
+
+    def complete(self, k: int) -> bool:
+        return (self.folder / f"{shard_name(k)}.json").exists() and (self.folder / f"{shard_name(k)}.npy").exists()
+
+    def missing(self) -> list[int]:
+        return [k for k in range(self.plan.count) if not self.complete(k)]
+
+    def write_index(self) -> None:
+        """index.json with each shard's completion as the files show it now (the shard files are the truth)."""
+        shards = []
+        for k in range(self.plan.count):
+            start, stop = self.plan.span(k)
+            side = self.folder / f"{shard_name(k)}.json"
+            written = json.loads(side.read_text(encoding="utf-8"))["shape"][0] if side.exists() else None
+            shards.append({"file": f"{shard_name(k)}.npy", "rows_in": [start, stop], "rows": written,
+                           "complete": written is not None})
+        write_json_atomic(self.folder / INDEX, {**self.index, "shards": shards,
+                                                "complete": all(s["complete"] for s in shards)})
+
+    def writer(self, k: int, row_shape: tuple[int, ...], dtype: str) -> NpyWriter:
+        """A fresh writer of shard k under its temporary name (a half-written shard of a killed run is
+        overwritten)."""
+        start, stop = self.plan.span(k)
+        target = self.folder / f"{shard_name(k)}.npy"
+        return NpyWriter(target, stop - start, row_shape, dtype, self.index["fingerprint"])

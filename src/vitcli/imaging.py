@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,8 @@ class LoadedImage:
     original_mode: str
     format: str | None
     conversions: tuple[str, ...]  # human notes: "EXIF orientation 6 applied", "RGBA -> RGB (alpha dropped)"
+    orientation: int = 1  # the EXIF orientation applied (1: none)
+    draft_scale: int = 1  # 2, 4 or 8: a JPEG decoded at that fraction of its size (PIL draft, DCT scaling)
 
     def to_dict(self) -> dict:
         return {"path": self.path, "original_size": list(self.original_size), "original_mode": self.original_mode,
@@ -55,10 +58,16 @@ def _to_rgb(img: Image.Image) -> tuple[Image.Image, list[str]]:
     return img.convert("RGB"), [note]
 
 
-def open_image(path: str | Path) -> LoadedImage:
+class _NotDrafted(Exception):
+    """PIL's draft gave another size than the DCT scale asked for: open the file again, exactly."""
+
+
+def open_image(path: str | Path, draft: Callable[[Pair], int] | None = None) -> LoadedImage:
     """Open `path` as RGB with EXIF orientation applied; raise InputError with the reason otherwise.
 
-    Multi-frame files (GIF, TIFF, WebP) give their first frame.
+    Multi-frame files (GIF, TIFF, WebP) give their first frame. `draft`: for a JPEG, called before decoding
+    with its (h, w) after EXIF orientation; a return of 2, 4 or 8 decodes it at that fraction of its size
+    (DCT scaling; `vitcli.preprocess.draft_scale`).
     """
     p = Path(path)
     name = str(path)
@@ -75,14 +84,25 @@ def open_image(path: str | Path) -> LoadedImage:
                 fmt, mode, (w, h) = img.format, img.mode, img.size
                 frames = getattr(img, "n_frames", 1)
                 img.seek(0)
-                img.load()
                 notes = [f"first of {frames} frames"] if frames > 1 else []
-                oriented = ImageOps.exif_transpose(img)
+                scale = 1
+                if draft is not None and fmt in ("JPEG", "MPO"):  # MPO: a phone's JPEG with previews
+                    turned = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # a JPEG's EXIF comes with its header
+                    s = draft((w, h) if turned else (h, w))
+                    if s > 1 and img.draft(img.mode, (w // s, h // s)) is not None:
+                        if img.size != (-(-w // s), -(-h // s)):  # not the DCT scale asked for: decode exactly
+                            raise _NotDrafted
+                        scale = s
+                        notes.append(f"JPEG decoded at 1/{s} scale (DCT scaling)")
+                img.load()
                 orientation = img.getexif().get(0x0112, 1)
+                oriented = ImageOps.exif_transpose(img)
                 if orientation not in (1, None):
                     notes.append(f"EXIF orientation {orientation} applied")
                 rgb, conv = _to_rgb(oriented)
                 rgb.load()
+    except _NotDrafted:
+        return open_image(path)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise InputError(f"{name}: too many pixels ({e})".replace("\n", " "),
                          hint="PIL's decompression-bomb limit protects memory; raise PIL.Image.MAX_IMAGE_PIXELS "
@@ -96,7 +116,7 @@ def open_image(path: str | Path) -> LoadedImage:
             raise InputError(f"{name}: truncated or corrupt image ({reason})",
                              hint="re-export or re-download it") from e
         raise InputError(f"{name}: cannot read ({reason})") from e
-    return LoadedImage(name, rgb, (h, w), mode, fmt, tuple(notes + conv))
+    return LoadedImage(name, rgb, (h, w), mode, fmt, tuple(notes + conv), orientation or 1, scale)
 
 
 # ---- resize and crop, as timm's eval transform does for a PIL image -----------------------------------------

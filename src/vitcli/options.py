@@ -29,9 +29,11 @@ ModelOpt = Annotated[
 ]
 
 # ---- model and run options, shared by the commands that load a model -----------------------------------------
-InputsArg = Annotated[list[str], typer.Argument(help="Image files, directories (their images, sorted) or glob "
+InputsArg = Annotated[list[str], typer.Argument(help="Image and video files (every frame, or --fps/--every...), "
+                                                     "directories (their images and videos, sorted) or glob "
                                                      "patterns.", show_default=False)]
-ImageArg = Annotated[str, typer.Argument(help="Image file.", show_default=False)]
+ImageArg = Annotated[str, typer.Argument(help="Image file, or a video frame: VIDEO@t=SECONDS or VIDEO@frame=N.",
+                                         show_default=False)]
 CheckpointOpt = Annotated[Optional[str], typer.Option(
     "--checkpoint", help="Weights for the --model architecture: .safetensors, or .pth/.bin (loaded with "
                          "weights_only=True; nested state_dict/model keys handled).", show_default=False)]

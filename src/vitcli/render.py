@@ -144,7 +144,7 @@ def render_tokens(result) -> None:
     con = out()
     model = result.layouts[0].model
     several = len({lay.model for lay in result.layouts}) > 1
-    title = f"preset {result.preset['name']}" if result.preset else (f"{model} (timm)" if model else None)
+    title = f"{model} (timm)" if model else None
     t = table(title, *(["model"] if several else []), "image", "patch", "grid", "patch tokens", "prefix", "seq len",
               right_from=1 if several else 0)
     for lay in result.layouts:
@@ -154,9 +154,6 @@ def render_tokens(result) -> None:
                   pair(lay.grid) + ("*" if lay.non_divisible else ""), f"{lay.num_patches:,}", prefix,
                   f"{lay.seq_len:,}")
     con.print(t)
-    if result.preset:
-        con.print(preset_line(result.preset))
-        return
     if model:
         for lay in result.layouts:
             con.print(f"A language model fed this encoder's patch tokens (prefix dropped, as OpenVLA does) spends "
@@ -175,6 +172,139 @@ def render_tokens(result) -> None:
                       f"patches, {r.drop_pixels:,} of {h * w:,} pixels never seen")
 
 
+def _tiles(r) -> str:
+    """'1', or the tile grid plus the base/global/thumbnail images: '2x4 + 1'."""
+    if not r.tile_grid:
+        return str(r.tiles)
+    extra = r.tiles - r.tile_grid[0] * r.tile_grid[1]
+    return pair(r.tile_grid) + (f" + {extra}" if extra else "")
+
+
+def _as_flags(options, values: dict) -> str:
+    """VLMOptions with `values` as command-line flags: '--min-pixels 3136 --no-pan-and-scan'."""
+    parts = []
+    for o in options:
+        v = values[o.name]
+        if isinstance(v, bool):
+            parts.append(o.flag if v else "--no-" + o.flag[2:])
+        else:
+            parts.append(f"{o.flag} {v}")
+    return " ".join(parts)
+
+
+def _special(special: dict) -> str:
+    return ", ".join(f"{k.encode('unicode_escape').decode()} x{v}" for k, v in special.items())
+
+
+@renders("VLMTokensResult")
+def render_vlm_tokens(result) -> None:
+    con = out()
+    p, rows = result.preset, result.rows
+    t = table(f"{p.name} ({p.model}): per image", "image", "resized", "tiles", "patch grid", "encoder tokens",
+              "visual tokens", "special tokens", "encoder GMACs", right_from=0)
+    for r in rows:
+        macs = "n/a" if r.encoder_macs is None else g(r.encoder_macs)
+        t.add_row(pair(r.image), pair(r.resized), _tiles(r), pair(r.grid), f"{r.encoder_tokens:,}",
+                  f"{r.visual_tokens:,}", f"{r.special_tokens:,}", macs)
+    con.print(t)
+    for r in rows:
+        con.print(escape(r.rule))
+    specials = {_special(r.special) for r in rows if r.special}
+    if len(specials) == 1 and all(r.special for r in rows):
+        con.print(escape(f"special tokens per image: {specials.pop()}"))
+    else:
+        for r in rows:
+            if r.special:
+                con.print(escape(f"special tokens, {pair(r.image)}: {_special(r.special)}"))
+    if p.encoder is not None:
+        e = p.encoder
+        con.print(escape(f"encoder: {e.label}, runs {e.blocks} of {e.to_dict()['depth']} blocks per tile, reads "
+                         f"{e.layer}. GMACs as `vitcli cost` counts them (projector and language model not counted)."))
+    elif result.fused is None:
+        con.print(f"encoder GMACs: n/a ({p.name}'s vision encoder is not in vitcli's cost model)")
+    if p.options:
+        used = rows[0].options
+        changed = [o for o in p.options if used[o.name] != o.default]
+        line = "processor options: " + _as_flags(p.options, used)
+        if changed:
+            line += " (released: " + _as_flags(changed, {o.name: o.default for o in changed}) + ")"
+        con.print(escape(line))
+    if result.fused:
+        b = result.fused["budget"]
+        encs = result.fused["encoders"]
+        con.print(escape(f"{p.name}'s encoder: " + " and ".join(
+            f"{e['model']} ({e['explanation']})" for e in encs) + f", each read at its second-to-last block "
+            f"(blocks {' and '.join(str(x) for x in b['layers'])}), prefix tokens dropped, channels concatenated; "
+            f"GMACs: both encoders up to those blocks, as `vitcli cost --preset {p.name}` counts them"))
+        con.print(escape(preset_line(b)))
+    for n in result.notes:
+        con.print(escape(n))
+    if not result.steps:
+        return
+    b0 = result.steps[0]
+    hz = f" at {b0.hz:g} Hz" if b0.hz is not None else ""
+    s = "s" if b0.cameras > 1 else ""
+    f = "s" if b0.frames > 1 else ""
+    t = table(f"Per control step: {b0.cameras} camera{s} x {b0.frames} frame{f}{hz}", "image", "images", "visual",
+              "special", "tokens/step", "tokens/s", "encoder GMACs/step", "encoder TFLOP/s", right_from=0)
+    for r, b in zip(rows, result.steps):
+        macs = b.encoder_macs_per_step
+        t.add_row(pair(r.image), str(b.cameras * b.frames), f"{b.visual_tokens_per_step:,}",
+                  f"{b.special_tokens_per_step:,}", f"{b.tokens_per_step:,}",
+                  "n/a" if b.tokens_per_second is None else f"{b.tokens_per_second:,.0f}",
+                  "n/a" if macs is None else g(macs),
+                  "n/a" if b.encoder_macs_per_second is None else f"{2 * b.encoder_macs_per_second / 1e12:,.2f}")
+    con.print(t)
+    for r, b in zip(rows, result.steps):
+        line = (f"{pair(r.image)}: {b.cameras} camera{s} x {b.frames} frame{f} x {r.total_tokens:,} tokens = "
+                f"{b.tokens_per_step:,} tokens per step")
+        if b.hz is not None:
+            line += f", x {b.hz:g} Hz = {b.tokens_per_second:,.0f} tokens per second"
+        if b.encoder_macs_per_step is not None:
+            line += (f"; encoder {b.cameras * b.frames} x {g(r.encoder_macs)} = {g(b.encoder_macs_per_step)} "
+                     f"GMACs per step")
+        con.print(escape(line))
+    con.print("Assumes every frame of every camera is encoded and sent to the language model each step (no feature "
+              "cache); FLOPs = 2 x MACs.")
+
+
+@renders("TokensPresetsResult")
+def render_token_presets(result) -> None:
+    con = out()
+    if not result.sizes:
+        t = table("VLM/VLA presets of `vitcli tokens --preset`", "preset", "model", "native", "visual tokens",
+                  "special tokens", right_from=3)
+        for p, n in zip(result.presets, result.native):
+            t.add_row(p.name, p.model, pair(p.native), f"{n.visual_tokens:,}", f"{n.special_tokens:,}")
+        con.print(t)
+        con.print("Tokens per image at the native size (the size used without --size). Released processor "
+                  "options, as flags:")
+        for p in result.presets:
+            if p.options:
+                con.print(escape(f"  {p.name}: " + _as_flags(p.options, {o.name: o.default for o in p.options})))
+        con.print("References (the code each preset follows):")
+        for p in result.presets:
+            con.print(escape(f"  {p.name}: {p.reference}"))
+        return
+    t = table("Tokens per image: visual + special", "preset", "native", *(pair(s) for s in result.sizes),
+              right_from=1)
+    refused = []
+    for p, cells in zip(result.presets, result.at):
+        row = []
+        for c in cells:
+            if isinstance(c, dict):
+                refused.append(f"{p.name} at {pair(c['image'])}: {c['error']}")
+                row.append("refused")
+            else:
+                row.append(f"{c.visual_tokens:,}" + (f" + {c.special_tokens}" if c.special_tokens else ""))
+        t.add_row(p.name, pair(p.native), *row)
+    con.print(t)
+    con.print("Released processor settings; `vitcli tokens --preset NAME --size HxW` shows how each count is made.")
+    for line in refused:
+        con.print(escape(line))
+
+
+@renders("VariantsResult")
 @renders("VariantsResult")
 def render_variants(result) -> None:
     t = table(None, "variant", "timm name", "patch", "width", "depth", "heads", "MLP", "params", "classes",
@@ -326,9 +456,14 @@ def render_classify(result) -> None:
 @renders("FeaturesResult")
 def render_features(result) -> None:
     d = result.sidecar_data
-    rows = [("wrote", f"{result.out}  shape ({', '.join(map(str, d['shape']))}) {d['dtype']}, axes "
-                      f"({', '.join(d['axes'])})"),
-            ("sidecar", result.sidecar),
+    shape = d["shape"] if "shape" in d else [d["rows_written"], *d["row_shape"]]
+    where = (f"{result.out}  shape ({', '.join(map(str, shape))}) {d['dtype']}, axes ({', '.join(d['axes'])})"
+             if "shards" not in d else
+             f"{result.out}  {d['shard_count']} shards of up to {d['shard_rows']:,} rows, "
+             f"({', '.join(map(str, shape))}) {d['dtype']} in all, axes ({', '.join(d['axes'])})"
+             + ("" if d["complete"] else f"; {sum(not s['complete'] for s in d['shards'])} shards still to compute"))
+    rows = [("wrote", where),
+            ("sidecar" if "shards" not in d else "index", result.sidecar),
             ("mode", d["mode"] + (f" ({', '.join(d['cls_source'])})" if d["cls_source"] else "")
              + ("; prefix tokens removed" if d["prefix_tokens_removed"] else "")),
             ("layers", f"{d['layers']}: {d['layer_source']}" if d["layers"] else d["layer_source"])]
@@ -337,8 +472,12 @@ def render_features(result) -> None:
         rows.append(("model", f"{m['name']} ({m['weights']}); input {cfg['input_size'][1]}x{cfg['input_size'][2]}, "
                                f"grid {m['grid'][0]}x{m['grid'][1]}, "
                                f"channels {m['channels'][0]}-{m['channels'][1] - 1}"))
-    rows.append(("images", f"{len(d['images'])} written, {len(d['skipped'])} skipped"
-                           + (f", resumed after {result.resumed_from}" if result.resumed_from else "")))
+    if d.get("fused_cameras"):
+        rows.append(("cameras", f"{', '.join(d['fused_cameras']['cameras'])} side by side along channels "
+                                f"({d['fused_cameras']['channels_per_camera']} each)"))
+    lost = sum(max(1, s.get("rows", 1)) for s in d["skipped"])
+    rows.append(("rows", f"{shape[0]:,} written of {d['rows_in']:,}, {lost:,} skipped"
+                         + (f", resumed after {result.resumed_from:,}" if result.resumed_from else "")))
     facts(rows)
 
 
@@ -375,16 +514,91 @@ def render_attention(result) -> None:
     facts(rows)
 
 
+@renders("ExplainResult")
+def render_explain(result) -> None:
+    t = result.target
+    score = f"p = {t['score']:.4f}" if t["score_kind"] == "probability" else f"cosine = {t['score']:.4f}"
+    what = f"{t['label']} ({t['index']})" if t["kind"] == "class" else t["label"]
+    oh, ow = result.original_size
+    rows = [("model", f"{result.model.name} ({result.model.weights})"),
+            ("image", f"{result.image}: {oh}x{ow} -> model input {pair(result.input_size)}, "
+                      f"{pair(result.grid)} patches of {pair(result.patch)} px"),
+            ("target", f"{what}, {score}" + (" (top1)" if t.get("requested") == "top1" else ""))]
+    if result.geometry:
+        x0, y0, x1, y1 = result.geometry["source_box"]
+        rows.append(("model saw", f"x {x0:.1f}-{x1:.1f}, y {y0:.1f}-{y1:.1f} of the original "
+                                  f"({pct((x1 - x0) * (y1 - y0) / (oh * ow))} of its area)"))
+    facts(rows)
+    check = result.random_deletion_area is not None
+    tab = table(None, "method", "block", "top patch", "map range", *(["deletion area"] if check else []),
+                right_from=1)
+    for m in result.maps:
+        tab.add_row(m.method, "-" if m.layer is None else str(m.layer), f"({m.top_patch[0]}, {m.top_patch[1]})",
+                    f"{m.values.min():.3g} .. {m.values.max():.3g}", *([f"{m.deletion['area']:.4f}"] if check else []))
+    if check:
+        tab.add_row(f"random order (mean of {result.random_orders})", "-", "-", "-",
+                    f"{result.random_deletion_area:.4f}")
+    out().print(tab)
+    if check:
+        out().print("Deletion area: the target's score as patches are set to the mean colour, most important "
+                    "first, averaged over the share removed; lower than random = the map ranks patches that "
+                    "matter first.")
+    if result.outputs:
+        facts([(f"wrote {k}", v) for k, v in result.outputs.items()])
+
+
 @renders("PosembedResult")
 def render_posembed(result) -> None:
-    rows = [("model", f"{result.model.name} ({result.model.weights})"),
-            ("positions", f"{pair(result.grid)} = {result.grid[0] * result.grid[1]}"
-                          + (" (resampled by timm)" if result.resampled else "")),
+    ref = result.reference
+    if ref:
+        rows = [("reference", ref["description"] + ": no weights"),
+                ("shape of", f"{result.model.name}" + (" (the default model)" if ref["default_model"] else "")
+                             + f": {pair(ref['patch_size'])} px patches, {result.embed_dim} channels")]
+    else:
+        rows = [("model", f"{result.model.name} ({result.model.weights})")]
+    rows += [("positions", f"{pair(result.grid)} = {result.grid[0] * result.grid[1]}"
+                           + (" (resampled by timm)" if result.resampled else "")),
             ("neighbours", f"mean cosine similarity of adjacent positions: {result.neighbour_similarity:.3f}"),
             ("far apart", "mean cosine similarity of positions half the grid apart or more: "
                           f"{result.far_similarity:.3f}")]
     rows += [(f"wrote {k}", v) for k, v in result.outputs.items()]
     facts(rows)
+
+
+ROUNDING = 1e-5  # shuffle experiment: differences below this times the output RMS are float rounding
+
+
+@renders("ShuffleResult")
+def render_shuffle(result) -> None:
+    f = result.figures
+    gh, gw = f["grid"]
+    prefix = " + ".join(x for x in (("CLS" if f["cls_token"] else ""),
+                                     (f"{f['registers']} registers" if f["registers"] else "")) if x)
+
+    def num(v: float) -> str:  # rounding-level differences vary with the CPU: say what they are, not their digits
+        return f"{v:.3g}" if v >= ROUNDING * f["output_scale"] else "~0"
+
+    def line(key: str) -> str:
+        d = f[key]
+        extra = [f"{name} {num(d[k])}" for name, k in ((prefix, "prefix_max_diff"), ("pooled", "pooled_max_diff"))
+                 if d[k] is not None]
+        rel = d["patch_max_diff"] / f["output_scale"]
+        return (f"patch tokens: max difference {num(d['patch_max_diff'])} ("
+                + (f"{rel:.3g} x the output RMS" if rel >= ROUNDING else f"under {ROUNDING:g} x the output RMS: "
+                   "float rounding") + f"), min cosine {d['patch_min_cosine']:.4f}"
+                + (f"; {', '.join(extra)}" if extra else ""))
+
+    rows = [("model", f"{result.model.name} ({result.model.weights})"), ("image", result.image),
+            ("shuffle", f"{gh * gw} patches ({pair(tuple(f['grid']))} grid of {pair(tuple(f['patch']))} px) moved "
+                        f"by a random permutation, seed {f['seed']}" + (f"; {prefix} kept in front" if prefix else "")),
+            ("with pos", line("with_pos")),
+            ("without pos", line("without_pos")),
+            ("output RMS", f"{f['output_scale']:.3g} (patch tokens after the final norm, original image)")]
+    rows += [(f"wrote {k}", v) for k, v in result.outputs.items()]
+    facts(rows)
+    out().print("Compared: the shuffled image's outputs against the original's moved the same way (prefix and "
+                "pooled outputs as they are). Without position embeddings a ViT sees a bag of patches and the "
+                "difference is float rounding; with them, the same patches in other places give other outputs.")
 
 
 @renders("InspectResult")
@@ -398,3 +612,90 @@ def render_inspect(result) -> None:
     out().print(t)
     out().print("Norms are of patch tokens; a max/median far above 1 marks high-norm outlier tokens (the artifact "
                 "registers absorb). Entropy in nats: low = the CLS token attends to few tokens.")
+
+
+@renders("PcaResult")
+def render_pca(result) -> None:
+    m, r, tok = result.model, result.result, result.tokens
+    fitted = {"joint": f"jointly on all {len(result.fit_images)} images",
+              "per-image": "one PCA per image",
+              "fit-on": f"on {len(result.fit_images)} other image{'s' if len(result.fit_images) != 1 else ''} "
+                        "(--fit-on)",
+              "fit-first": f"on the first {len(result.fit_images)} image"
+                           f"{'s' if len(result.fit_images) != 1 else ''} (--fit-first)"}[r.mode]
+    rows = [("model", f"{m.name} ({m.weights})"), ("tokens", tok["description"]),
+            ("images", f"{len(result.images)} read, {len(result.skipped)} skipped"), ("fitted", fitted)]
+    con = out()
+    facts(rows)
+    t = table(None, "fit", *[f"PC{i + 1}" for i in range(r.maps.shape[-1])], "patches")
+    for i, f in enumerate(r.fits):
+        name = os.path.basename(result.images[i]) if r.mode == "per-image" else "explained variance"
+        t.add_row(escape(name), *[pct(v) for v in f.explained_variance_ratio], str(f.n_fit))
+    con.print(t)
+    if r.mask is not None:
+        rule = r.rules[0]
+        fg = [int(x.sum()) for x in r.mask]
+        con.print(f"foreground: {sum(fg)} of {r.mask.size} patches (background: first component above "
+                  f"{rule.threshold:g}, sign chosen so the larger part is background)")
+    for k, v in result.outputs.items():
+        con.print(f"wrote {k.replace('_', ' ')}: {escape(v)}")
+    if not m.pretrained:
+        con.print("random weights (--no-pretrained): the colours show the pipeline, not what a trained ViT learned")
+
+
+@renders("SimilarResult")
+def render_similar(result) -> None:
+    m = result.model
+    rows = [("model", f"{m.name} ({m.weights})"), ("tokens", result.tokens["description"])]
+    con = out()
+    if result.mutual:
+        a, b = (os.path.basename(p) for p in result.images)
+        facts(rows + [("pairs", f"{len(result.pairs)} mutual nearest neighbours between {a} and {b}")])
+        t = table(None, a, b, "cosine", right_from=2)
+        for p in result.pairs[:MUTUAL_ROWS]:
+            t.add_row(f"({p.a[0]}, {p.a[1]})", f"({p.b[0]}, {p.b[1]})", f"{p.similarity:.4f}")
+        con.print(t)
+        if len(result.pairs) > MUTUAL_ROWS:
+            con.print(f"the {MUTUAL_ROWS} most similar of {len(result.pairs)} pairs; --json lists them all")
+    else:
+        q = result.query
+        where = f"patch ({q['row']}, {q['col']})"
+        if "point" in q:
+            x0, y0, x1, y1 = q["patch_box"]
+            where += (f" from point ({q['point'][0]:g}, {q['point'][1]:g}); it covers x {x0:.1f}-{x1:.1f}, "
+                      f"y {y0:.1f}-{y1:.1f} of the original")
+        facts(rows + [("query", f"{result.images[0]}: {where}")])
+        t = table("Most similar patch of each image (on the query image: other than the query patch)", "image",
+                  "row", "col", "cosine")
+        for img, b in zip(result.images, result.best):
+            t.add_row(escape(img), str(b.row), str(b.col), f"{b.similarity:.4f}")
+        con.print(t)
+    for k, v in result.outputs.items():
+        con.print(f"wrote {k}: {escape(v)}")
+    if not m.pretrained:
+        con.print("random weights (--no-pretrained): these similarities show the pipeline, not a trained ViT")
+
+
+MUTUAL_ROWS = 10  # pairs listed in the human output of `similar --mutual`
+
+
+@renders("ExploreResult")
+def render_explore(result) -> None:
+    def size(n: int) -> str:  # as the page itself counts: MB = 10^6 bytes
+        return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB" if n >= 1e3 else f"{n} B"
+
+    b = result.bytes
+    parts = ", ".join(f"{k} {size(b[k])}" for k in ("attention", "rollout", "similarity", "pca", "image") if k in b)
+    prefix = " + ".join(x for x in (("CLS" if result.cls_token else ""),
+                                     (f"{result.registers} registers" if result.registers else "")) if x)
+    rows = [("model", f"{result.model.name} ({result.model.weights})"), ("image", result.image),
+            ("tokens", f"{result.tokens} = " + (f"{prefix} + " if prefix else "") + f"{pair(result.grid)} patches "
+                       f"of the {pair(result.input_size)} input" + ("" if prefix else " (no prefix tokens)")),
+            ("attention", f"{result.blocks} blocks x {result.heads} heads x {result.tokens}x{result.tokens}")]
+    if result.top5:
+        top = result.top5[0]
+        rows.append(("top class", f"{top['label']} ({100 * top['prob']:.1f}%)"))
+    rows += [("wrote", f"{result.out}: {size(b['total'])} (limit {result.limit_bytes / 1e6:.0f} MB)"),
+             ("parts", parts)]
+    facts(rows + [("note", n) for n in result.notes])
+    out().print("Open it in any browser: everything is inside the file, nothing is loaded from the network.")

@@ -61,21 +61,37 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class Skipped:
-    """An input that could not be used, and why (for a video: the frame where decoding failed)."""
+    """An input that could not be used, and why; for a video, `frame` is the first frame lost and `rows` how
+    many rows (frames) were lost with it (0: a video that could not be opened at all, so its rows are unknown)."""
 
     source: str
     reason: str
     frame: int | None = None
+    rows: int = 1
 
     def to_dict(self) -> dict:
         d = {"source": self.source, "reason": self.reason}
         if self.frame is not None:
             d["frame"] = self.frame
+        if self.rows != 1:
+            d["rows"] = self.rows
         return d
 
     def line(self) -> str:
         where = self.source + (f" (frame {self.frame})" if self.frame is not None else "")
-        return f"{where}: {self.reason}"
+        lost = f" [{self.rows} frames lost]" if self.rows > 1 else ""
+        return f"{where}: {self.reason}{lost}"
+
+
+def collapse(skipped) -> tuple[Skipped, ...]:
+    """Consecutive entries of the same source and reason (the frames a broken video loses) as one entry."""
+    out: list[Skipped] = []
+    for s in skipped:
+        if out and out[-1].source == s.source and out[-1].reason == s.reason and s.frame is not None:
+            out[-1] = Skipped(s.source, s.reason, out[-1].frame, out[-1].rows + s.rows)
+        else:
+            out.append(s)
+    return tuple(out)
 
 
 class Outcome:
@@ -90,7 +106,7 @@ class Outcome:
 
     def failure(self) -> tuple[str, str] | None:
         """(message, hint) when inputs were skipped, else None."""
-        n = len(self.skipped)
+        n = sum(max(1, s.rows) for s in self.skipped)
         if not n:
             return None
         return (f"{n} of {self.total} input{'s' if self.total != 1 else ''} could not be read and "
@@ -99,11 +115,16 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Prediction:
-    image: str
+    image: str  # the file, or FILE@frame=N for a video frame
     top: tuple[tuple[int, str, float], ...]  # (class index, label, probability), most probable first
+    frame: int | None = None  # a video frame: its index and time (s)
+    time: float | None = None
 
     def to_dict(self) -> dict:
-        return {"image": self.image, "top": [{"index": i, "label": s, "prob": p} for i, s, p in self.top]}
+        d = {"image": self.image, "top": [{"index": i, "label": s, "prob": p} for i, s, p in self.top]}
+        if self.frame is not None:
+            d.update(frame=self.frame, time=self.time)
+        return d
 
 
 @dataclass(frozen=True)

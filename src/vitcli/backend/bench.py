@@ -19,8 +19,6 @@ from collections.abc import Callable
 
 import torch
 
-from vitcli.backend.data import eval_transform
-from vitcli.backend.loader import batches
 from vitcli.backend.models import LoadedModel, autocast
 from vitcli.errors import ModelError
 from vitcli.results import BenchRow
@@ -132,7 +130,11 @@ def run_bench(model: LoadedModel, batch_size: int, flops_per_image: int, flops_s
     peak_source = "given (--peak)"
     if peak_tflops is None:
         peak_tflops, peak_source = matmul_peak(device, info.dtype), f"measured: matmul probe in {info.dtype}"
-    transform = eval_transform(info.data_config) if images else None
+    transform = None
+    if images:
+        from vitcli.backend.pipeline import recipe_for
+
+        transform = recipe_for([info.data_config])
 
     def attempt(b: int):
         if device.type == "cuda":
@@ -181,14 +183,21 @@ def _timed(fn, device, dtype, b, h, w, warmup, iters, min_time, channels_last, i
                 i += 1
             return times
         # end to end: decoding and preprocessing in the loop; the images are cycled to fill a batch
-        paths = list(itertools.islice(itertools.cycle(images), b))
+        from vitcli import decode
+        from vitcli.backend.pipeline import batches
+        from vitcli.inputs import Item
+
+        items = [Item(p) for p in itertools.islice(itertools.cycle(images), b)]
         i = 0
         while not enough(i):
             t = time.perf_counter()
-            for batch in batches(paths, [transform], b, workers, device=device.type):
-                if batch.tensors is None or len(batch.indices) < b:
-                    raise ModelError(f"--end-to-end needs {b} readable images; {len(batch.indices)} could be read")
-                fn(batch.tensors[0].to(device, non_blocking=True).contiguous(memory_format=fmt))
+            with decode.start(items, {}, [(0, b)], b, workers, on_cpu=device.type == "cpu") as pool:
+                pool.set_recipe(transform)
+                for batch in batches(pool, transform, b, device, [(0, b)]):
+                    if batch.tensors is None or len(batch.positions) < b:
+                        raise ModelError(f"--end-to-end needs {b} readable images; {len(batch.positions)} could "
+                                         "be read")
+                    fn(batch.tensors[0].contiguous(memory_format=fmt))
             _sync(device)
             if i >= warmup:
                 times.append(time.perf_counter() - t)

@@ -14,11 +14,6 @@ import torch
 import torch.distributed as dist
 
 
-def world() -> tuple[int, int]:
-    """(rank, world size); (0, 1) outside torchrun."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
 def local_device(device: str) -> str:
     """Each rank on its own GPU (LOCAL_RANK) when CUDA is used."""
     if device in ("auto", "cuda") and torch.cuda.is_available():
@@ -29,13 +24,6 @@ def local_device(device: str) -> str:
 def init(device: str) -> None:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
-
-
-def shard(n_inputs: int, batch_size: int, rank: int, size: int) -> tuple[int, int]:
-    """[start, stop) of this rank's inputs: contiguous whole batches, as evenly as possible."""
-    n_batches = -(-n_inputs // batch_size)
-    first, last = rank * n_batches // size, (rank + 1) * n_batches // size
-    return min(first * batch_size, n_inputs), min(last * batch_size, n_inputs)
 
 
 def gather(obj) -> list:
@@ -52,3 +40,7 @@ def barrier() -> None:
 def finish() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def under_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", 1)) > 1 and "RANK" in os.environ

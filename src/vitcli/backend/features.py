@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import torch
 
-from vitcli.backend.data import eval_transform
-from vitcli.backend.loader import batches
 from vitcli.backend.models import LoadedModel, autocast
 from vitcli.errors import ModelError, UsageError
 from vitcli.requests import FeatureRequest
@@ -49,7 +47,6 @@ class Extractor:
         token_shape = {"cls": (self.dim,), "mean": (self.dim,), "all": (self.prefix + n, self.dim),
                        "patch": (*self.grid, self.dim) if req.grid else (n, self.dim)}[req.mode]
         self.row_shape = ((len(self.layers),) if self.layer_axis else ()) + token_shape
-        self.transform = eval_transform(model.info.data_config)
 
     @property
     def cls_source(self) -> str | None:
@@ -99,29 +96,36 @@ def fused_row_shape(extractors: list[Extractor]) -> tuple[int, ...]:
     return (*first.row_shape[:-1], sum(e.row_shape[-1] for e in extractors))
 
 
-def extract(extractors: list[Extractor], paths: list[str], write, start: int = 0, batch_size: int = 32,
-            workers: int | None = None, progress: Progress | None = None, stop: int | None = None) -> None:
-    """Run `paths[start:stop]` through every extractor in batches aligned to `batch_size` from index 0.
+def extract(extractors: list[Extractor], pool, recipe, items, write, start: int = 0, stop: int | None = None,
+            batch_size: int = 32, progress: Progress | None = None, group: int = 1,
+            ranges: list[tuple[int, int]] | None = None) -> None:
+    """Run rows of `items` (decoded by `pool`, a started `vitcli.decode.DecodePool` primed with exactly these
+    rows) through every extractor, in batches at fixed positions (multiples of `batch_size` from row 0).
 
-    After each batch: `write(rows (k, *row_shape) numpy float32, next_input, skipped)`.
+    Rows: [start, stop), or several `ranges` in order. `group`: items per row (fused cameras): each row's
+    `group` pictures go through the models and are concatenated along channels, camera-major (camera 0's
+    channels of every model, then camera 1's...). After each batch:
+    `write(rows (k, *row_shape) numpy float32 or None, next_row, skipped dicts with their "position")`.
     """
+    from vitcli.backend.pipeline import batches
+
     progress = progress or Progress()
-    stop = len(paths) if stop is None else stop
+    ranges = ranges or [(start, len(items) // group if stop is None else stop)]
     device = torch.device(extractors[0].model.info.device)
     dtype = extractors[0].model.info.dtype
-    todo = paths[start:stop]
-    progress.start(len(todo), "features")
+    progress.start(sum(b - a for a, b in ranges), "features")
     with torch.inference_mode():
-        for batch in batches(todo, [e.transform for e in extractors], batch_size, workers,
-                             device=device.type):
-            skipped = [Skipped(todo[i], reason).to_dict() for i, reason in batch.failures]
-            done = start + max(batch.indices + [i for i, _ in batch.failures]) + 1
-            if batch.tensors is None:
-                rows = None
-            else:
+        for batch in batches(pool, recipe, batch_size, device, ranges, group):
+            skipped = [{**Skipped(items[pos].source, out.error, items[pos].frame).to_dict(), "position": pos // group}
+                       for pos, out in batch.failures]
+            rows = None
+            if batch.tensors is not None:
                 with autocast(device, dtype):
-                    parts = [e(x.to(device, non_blocking=True)) for e, x in zip(extractors, batch.tensors)]
-                rows = torch.cat(parts, dim=-1).cpu().numpy()
-            write(rows, done, skipped)
-            progress.advance(len(batch.indices) + len(batch.failures))
+                    parts = [e(x) for e, x in zip(extractors, batch.tensors)]
+                out = torch.cat(parts, dim=-1)  # (B * group, *row_shape)
+                if group > 1:  # cameras of a row side by side along channels
+                    out = out.reshape(-1, group, *out.shape[1:]).movedim(1, -2).flatten(-2)
+                rows = out.float().cpu().numpy()
+            write(rows, batch.end, skipped)
+            progress.advance(len(batch.positions) + len(batch.failures))
     progress.close()

@@ -63,10 +63,10 @@ def run_attention(req: AttentionRequest, ui: Reporter = SILENT) -> AttentionResu
     from vitcli.backend.data import pil_stages
     from vitcli.backend.models import load_model
     from vitcli.export import save_npy
-    from vitcli.imaging import open_image
+    from vitcli.inputs import open_single
 
     check_targets([req.out, req.npy], req.force)
-    loaded = open_image(req.image)  # a bad image fails here, before the model loads
+    loaded = open_single(req.image)  # a bad image (or video frame) fails here, before the model loads
     if not req.model.pretrained:
         ui.warn(RANDOM_PICTURES)
     model = load_model(req.model)

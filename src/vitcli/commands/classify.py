@@ -6,11 +6,10 @@ import csv
 from dataclasses import dataclass
 
 from vitcli.errors import UsageError
-from vitcli.inputs import collect_inputs
 from vitcli.outputs import atomic_output, check_targets
 from vitcli.progress import SILENT, Reporter
 from vitcli.requests import ModelRequest, RunOptions
-from vitcli.results import ModelInfo, Outcome
+from vitcli.results import ModelInfo, Outcome, collapse
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,6 +21,7 @@ class ClassifyRequest:
     labels: str | None = None  # label file, one name per line in class order
     csv: str | None = None
     force: bool = False
+    sampling: object = None  # commands.features.Sampling: which frames of videos
 
     def __post_init__(self):
         if self.top_k < 1:
@@ -54,17 +54,30 @@ def write_csv(path: str, predictions, k: int) -> None:
 
 
 def run_classify(req: ClassifyRequest, ui: Reporter = SILENT) -> ClassifyResult:
-    check_targets([req.csv], req.force)
-    paths = collect_inputs(req.inputs, req.run.recursive)
-    from vitcli.backend.classify import classify
-    from vitcli.backend.models import label_names, load_model
+    from vitcli import cluster, decode
+    from vitcli.inputs import collect
 
-    if not req.model.pretrained:
-        ui.warn("--no-pretrained: random weights, the predictions below are meaningless")
-    model = load_model(req.model)
-    labels = label_names(model, req.labels)
-    predictions, skipped = classify(model, paths, labels, req.top_k, req.run.batch_size, req.run.workers,
-                                    ui.progress())
+    check_targets([req.csv], req.force)
+    collected = collect(req.inputs, req.run.recursive, req.sampling.video() if req.sampling else None)
+    items = collected.items
+    pool = decode.start(items, collected.videos, [(0, len(items))], req.run.batch_size, req.run.workers,
+                        on_cpu=cluster.probably_cpu(req.model.device))  # decoding while the model loads
+    try:
+        from vitcli.backend.classify import classify
+        from vitcli.backend.models import label_names, load_model
+        from vitcli.backend.pipeline import recipe_for
+
+        if not req.model.pretrained:
+            ui.warn("--no-pretrained: random weights, the predictions below are meaningless")
+        model = load_model(req.model)
+        labels = label_names(model, req.labels)
+        recipe = recipe_for([model.info.data_config])
+        pool.set_recipe(recipe)
+        predictions, skipped = classify(model, pool, recipe, items, labels, req.top_k, req.run.batch_size,
+                                        ui.progress())
+    finally:
+        pool.close()
     if req.csv:
         write_csv(req.csv, predictions, min(req.top_k, model.info.num_classes))
-    return ClassifyResult(model.info, tuple(predictions), tuple(skipped), len(paths), req.csv)
+    return ClassifyResult(model.info, tuple(predictions), (*collected.skipped, *collapse(skipped)),
+                          len(items) + len(collected.skipped), req.csv)

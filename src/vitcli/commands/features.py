@@ -1,4 +1,11 @@
-"""`vitcli features`: CLS / patch / mean / all tokens, final or per layer, one or several models, to `.npy`."""
+"""`vitcli features`: CLS / patch / mean / all tokens, final or per layer, one or several models, of images,
+video frames and LeRobot episodes, to one `.npy` + sidecar or to a directory of shards.
+
+The run, in order: the inputs become items (`vitcli.inputs`); the rows this process computes are chosen (all of
+them; those after an interrupted run's last batch with --resume; the shards still missing in a directory; this
+rank's or task's shards); decoding starts in worker processes, before torch is imported; the models load and
+the workers get their preprocessing recipe; batches go through the models and into the output.
+"""
 
 from __future__ import annotations
 
@@ -10,22 +17,42 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from vitcli.core.tokens import Pair, parse_pair
-from vitcli.errors import Interrupted, UsageError
-from vitcli.inputs import collect_inputs
+from vitcli.errors import Interrupted, OutputError, UsageError
 from vitcli.outputs import check_targets, ensure_room
 from vitcli.progress import SILENT, Reporter
-from vitcli.requests import FeatureRequest, ModelRequest, RunOptions, one_of
-from vitcli.results import Outcome, Skipped
+from vitcli.requests import FeatureRequest, ModelRequest, RunOptions, at_least, one_of
+from vitcli.results import Outcome, Skipped, collapse
 from vitcli.units import human_bytes
 
 OUT_DTYPES = ("float32", "float16")
+SHARD_BYTES = 2**30  # a directory's shards hold about this much each, by default
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sampling:
+    """Which frames of a video (vitcli.video.Sampling, checked there)."""
+
+    fps: float | None = None
+    every: int | None = None
+    start: float | None = None
+    end: float | None = None
+    max_frames: int | None = None
+
+    def given(self) -> bool:
+        return any(v is not None for v in (self.fps, self.every, self.start, self.end, self.max_frames))
+
+    def video(self):
+        from vitcli.video import Sampling as VideoSampling
+
+        return VideoSampling(fps=self.fps, every=self.every, start=self.start, end=self.end,
+                             max_frames=self.max_frames) if self.given() else None
 
 
 @dataclass(frozen=True, kw_only=True)
 class FeaturesRequest:
     """Everything `features` was asked, checked; a preset is expanded here into the options it sets."""
 
-    inputs: tuple[str, ...]
+    inputs: tuple[str, ...] = ()
     out: str
     models: tuple[ModelRequest, ...] = (ModelRequest(),)
     mode: str | None = None  # default: patch
@@ -39,6 +66,16 @@ class FeaturesRequest:
     force: bool = False
     resume: bool = False
     preset: str | None = None
+    sampling: Sampling = Sampling()
+    lerobot: str | None = None  # a LeRobot dataset's root folder
+    cameras: tuple[str, ...] = ()
+    episodes: str | None = None  # "0-9,12"
+    fuse_cameras: bool = False
+    fast_decode: bool = False
+    gpu_decode: bool = False
+    decode_timeout: float | None = None
+    shard_size: int | None = None  # rows per shard of a directory output (default: ~1 GiB)
+    task: tuple[int, int] | None = None  # (i, n): this job-array task's share of the shards
     feat: FeatureRequest = field(init=False)  # mode, layers, norm, grid, stop_early: checked together
 
     def __post_init__(self):
@@ -60,22 +97,59 @@ class FeaturesRequest:
                                                         grid=self.grid, stop_early=self.stop_early))
         if self.size is not None:
             object.__setattr__(self, "size", parse_pair(self.size, "--size"))
-        if not self.inputs:
-            raise UsageError("give at least one image, directory or glob pattern",
+        if not self.inputs and not self.lerobot:
+            raise UsageError("give at least one image, video, directory or glob pattern, or --lerobot ROOT",
                              hint="e.g. vitcli features photo.jpg -o feats.npy")
-        if Path(self.out).suffix != ".npy":
-            raise UsageError(f"-o {self.out} must end in .npy", hint="e.g. -o feats.npy (the sidecar is feats.json)")
+        if self.inputs and self.lerobot:
+            raise UsageError("--lerobot reads its own inputs", hint="drop the other inputs, or run twice")
+        if (self.cameras or self.episodes or self.fuse_cameras) and not self.lerobot:
+            raise UsageError("--camera, --episodes and --fuse-cameras go with --lerobot ROOT")
+        if self.episodes is not None:
+            from vitcli.lerobot import parse_episodes
+
+            parse_episodes(self.episodes)
+        self.sampling.video() if self.sampling.given() else None  # checks the values
+        if not self.directory and Path(self.out).suffix != ".npy":
+            raise UsageError(f"-o {self.out} must end in .npy, or in / for a directory of shards",
+                             hint="e.g. -o feats.npy (the sidecar is feats.json), or -o feats/")
         one_of("--out-dtype", self.out_dtype, OUT_DTYPES)
         if len(self.models) > 1 and self.models[0].checkpoint:
             raise UsageError("--checkpoint applies to one --model", hint="give fine-tuned models as local-dir: sources")
+        if self.fast_decode and self.gpu_decode:
+            raise UsageError("--fast-decode and --gpu-decode are two ways to decode", hint="choose one")
+        if self.gpu_decode and not any(m.device.startswith(("cuda", "auto")) for m in self.models):
+            raise UsageError("--gpu-decode decodes JPEGs on the model's CUDA device", hint="use --device cuda")
+        if self.decode_timeout is not None and self.decode_timeout <= 0:
+            raise UsageError(f"--decode-timeout {self.decode_timeout} must be a positive number of seconds")
+        if self.decode_timeout is not None and self.run.workers == 0:
+            raise UsageError("--decode-timeout needs decoding workers", hint="drop --workers 0")
+        if self.shard_size is not None:
+            at_least("--shard-size", self.shard_size, 1)
+            if self.shard_size % self.run.batch_size:
+                raise UsageError(f"--shard-size {self.shard_size} must be a multiple of --batch-size "
+                                 f"{self.run.batch_size}", hint="so every shard is made of whole batches")
+        if (self.shard_size is not None or self.task is not None) and not self.directory:
+            raise UsageError("--shard-size and --task write a directory of shards", hint="give -o FOLDER/")
+        if self.task is not None and not 0 <= self.task[0] < self.task[1]:
+            raise UsageError(f"--task {self.task[0]}/{self.task[1]}: give I/N with 0 <= I < N")
+        if self.resume and self.directory:
+            raise UsageError("a directory of shards resumes by itself: rerun the same command",
+                             hint="drop --resume")
+
+    @property
+    def directory(self) -> bool:
+        return self.out.endswith(("/", "\\")) or Path(self.out).is_dir()
+
 
 
 @dataclass(frozen=True)
 class FeaturesResult(Outcome):
     out: str
-    sidecar: str
+    sidecar: str  # the sidecar, or a directory's index.json
     sidecar_data: dict
-    resumed_from: int  # inputs already done by an interrupted run (0: a fresh run)
+    resumed_from: int  # rows already done by an interrupted run (0: a fresh run)
+    rows_done: int = 0  # rows this process computed
+    seconds: float = 0.0  # computing them (from the first batch to the last)
 
     @property
     def skipped(self) -> tuple[Skipped, ...]:
@@ -83,10 +157,17 @@ class FeaturesResult(Outcome):
 
     @property
     def total(self) -> int:
-        return len(self.sidecar_data["images"]) + len(self.skipped)
+        """Rows to compute, and inputs that could not be opened at all (videos that could not be probed)."""
+        return self.sidecar_data["rows_in"] + self.unopened
+
+    @property
+    def unopened(self) -> int:
+        return sum(1 for s in self.sidecar_data["skipped"] if s.get("rows") == 0)
 
     def to_dict(self) -> dict:
-        return {"out": self.out, "sidecar": self.sidecar, "resumed_from": self.resumed_from, **self.sidecar_data}
+        return {"out": self.out, "sidecar": self.sidecar, "resumed_from": self.resumed_from,
+                "rows_done": self.rows_done, "seconds": self.seconds,
+                "rows_per_second": self.rows_done / self.seconds if self.seconds else None, **self.sidecar_data}
 
 
 def _versions() -> dict:
@@ -101,14 +182,14 @@ def _versions() -> dict:
 
 def _axes(extractor) -> list[str]:
     req = extractor.req
-    axes = ["image"] + (["layer"] if extractor.layer_axis else [])
+    axes = ["row"] + (["layer"] if extractor.layer_axis else [])
     patch = ["grid_row", "grid_col"] if req.grid else ["patch"]
     axes += {"cls": [], "mean": [], "all": ["token"], "patch": patch}[req.mode]
     return axes + ["channel"]
 
 
-def sidecar(out: Path, extractors, shape, out_dtype: str, images: list[str], skipped: list, settings: dict) -> dict:
-    """What each row of the array is, exactly."""
+def describe(extractors, row_shape, out_dtype: str, settings: dict, cameras: list[str] | None) -> dict:
+    """What every row of the output is, the same for a single file and a directory of shards."""
     first = extractors[0]
     models, start = [], 0
     for e in extractors:
@@ -123,9 +204,7 @@ def sidecar(out: Path, extractors, shape, out_dtype: str, images: list[str], ski
         start += e.row_shape[-1]
     mode = first.req.mode
     return {
-        "format": "vitcli-features/1",
-        "file": out.name,
-        "shape": list(shape),
+        "row_shape": list(row_shape),
         "dtype": out_dtype,
         "axes": _axes(first),
         "mode": mode,
@@ -137,113 +216,358 @@ def sidecar(out: Path, extractors, shape, out_dtype: str, images: list[str], ski
         "norm": bool(first.req.norm) if first.layers else True,
         "prefix_tokens_removed": mode in ("patch", "mean"),
         "models": models,
-        "images": images,
-        "skipped": skipped,
+        "fused_cameras": ({"cameras": cameras, "channels_per_camera": start,
+                           "order": "camera-major: every model's channels for camera 0, then camera 1, ..."}
+                          if cameras else None),
         "settings": settings,
         "versions": _versions(),
     }
 
 
+def _rows(items, group: int, positions) -> list[dict]:
+    """Sidecar rows: where each row's picture(s) came from."""
+    out = []
+    for p in positions:
+        its = items[p * group:(p + 1) * group]
+        if group == 1:
+            out.append(its[0].row())
+        else:
+            first = its[0]
+            out.append({"source": [i.source for i in its], "frame": [i.frame for i in its],
+                        "time": [i.time for i in its], "camera": [i.camera for i in its], "episode": first.episode,
+                        "index": first.index, "timestamp": first.timestamp})
+    return out
+
+
+def _sidecar(name: str, common: dict, items, group: int, good: list[int], skipped: list[dict], rows_in: int,
+             images_only: bool, input_skips=()) -> dict:
+    """A sidecar: what every row of the array is (`rows`, parallel to its first axis; `images` too for a run of
+    images only) and what was skipped (`skipped`: inputs that could not be opened, then lost rows; `rows_in`:
+    the rows that were to be computed)."""
+    lost = collapse(Skipped(**{k: v for k, v in d.items() if k != "position"}) for d in skipped)
+    data = {"format": "vitcli-features/2", "file": name, "shape": [len(good), *common["row_shape"]],
+            **{k: v for k, v in common.items() if k != "row_shape"}, "rows_in": rows_in,
+            "rows": _rows(items, group, good),
+            "skipped": [s.to_dict() for s in (*input_skips, *lost)]}
+    if images_only:
+        data["images"] = [items[p].source for p in good]
+    return data
+
+
+def _good(start: int, stop: int, skipped: list[dict]) -> list[int]:
+    bad = {d["position"] for d in skipped}
+    return [p for p in range(start, stop) if p not in bad]
+
+
+@dataclass
+class _Run:
+    """What run_features works out before the models load."""
+
+    items: tuple
+    videos: dict
+    cameras: list[str] | None  # LeRobot cameras fused along channels (None: a picture per row)
+    group: int  # pictures per row
+    rows: int
+    rank: int
+    world: int
+    ranges: list[tuple[int, int]] | None  # rows this process computes (None: known once the models are)
+    resume_from: int = 0
+    images_only: bool = True
+    input_skips: tuple = ()  # inputs that could not be opened at all (a video that cannot be probed)
+
+
 def run_features(req: FeaturesRequest, ui: Reporter = SILENT) -> FeaturesResult | None:
-    """Extract features of every input into `req.out` (.npy) and its sidecar (.json); None on a torchrun rank
-    other than 0 (rank 0 reports for all)."""
+    """Extract features of every row into `req.out`; None on a torchrun rank other than 0 (rank 0 reports)."""
+    from vitcli import cluster
+    from vitcli.export import ShardPlan, ShardSet, partial_paths, sidecar_path
+    from vitcli.inputs import collect, lerobot_items
+
+    target = Path(req.out)
+    if req.directory:
+        if target.exists() and not target.is_dir():
+            raise OutputError(f"{target}: exists and is not a directory", hint="choose another -o FOLDER/")
+        if req.force and target.is_dir():
+            _clear_shards(target)
+    else:
+        check_targets([target, sidecar_path(target)], req.force)
+
+    cameras = None
+    if req.lerobot:
+        from vitcli.lerobot import parse_episodes
+
+        collected = lerobot_items(req.lerobot, list(req.cameras) or None,
+                                  parse_episodes(req.episodes) if req.episodes else None)
+        if req.fuse_cameras:
+            cameras = list(dict.fromkeys(i.camera for i in collected.items))
+    else:
+        collected = collect(req.inputs, req.run.recursive, req.sampling.video())
+    group = len(cameras) if cameras else 1
+    rank, world = cluster.world()
+    if req.task is not None:
+        if world > 1:
+            raise UsageError("--task splits the work between separate jobs; under torchrun the ranks do that")
+        rank, world = req.task
+    run = _Run(collected.items, collected.videos, cameras, group, len(collected.items) // group, rank, world, None,
+               images_only=not collected.videos, input_skips=collected.skipped)
+    if req.directory:
+        old = ShardSet.read_index(target) if target.is_dir() else None
+        shard_rows = req.shard_size or (old["shard_rows"] if old else None)
+        if shard_rows:  # else the shard size follows from the row size, known once the models are
+            run.ranges = _shard_ranges(target, ShardPlan(run.rows, shard_rows), rank, world)
+    else:
+        partial, _ = partial_paths(target)
+        run.resume_from = _resume_point(partial) if req.resume else 0
+        start, stop = cluster.shard(run.rows, req.run.batch_size, rank, world) if world > 1 else (0, run.rows)
+        run.ranges = [(max(start, run.resume_from), stop)]
+    pool = _decoding(req, run) if run.ranges is not None else None  # decoding while torch imports, models load
+    try:
+        return _compute(req, ui, run, pool)
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def _decoding(req: FeaturesRequest, run: _Run):
+    from vitcli import cluster, decode
+
+    return decode.start(run.items, run.videos, run.ranges, req.run.batch_size, req.run.workers,
+                        on_cpu=cluster.probably_cpu(req.models[0].device), timeout=req.decode_timeout,
+                        eager=not (req.fast_decode or req.gpu_decode), group=run.group)
+
+
+def _resume_point(partial: Path) -> int:
+    state = Path(str(partial) + ".json")
+    if not state.exists():
+        return 0
+    return int(json.loads(state.read_text(encoding="utf-8"))["next_input"])
+
+
+def _shard_ranges(folder: Path, plan, rank: int, world: int) -> list[tuple[int, int]]:
+    """The row spans of the shards this process computes: the missing ones, shard k to process k mod world."""
+    from vitcli.export import ShardSet
+
+    shards = ShardSet(folder, plan, {})
+    return [plan.span(k) for k in range(plan.count)
+            if k % world == rank and not (folder.is_dir() and shards.complete(k))]
+
+
+def _clear_shards(folder: Path) -> None:
+    """--force on a directory of shards: remove its shards, partial shards, index and failed list only."""
+    for p in folder.iterdir():
+        if p.is_file() and (p.name in ("index.json", "failed.txt") or p.name.startswith(("shard-", ".shard-"))
+                            or p.name.startswith("shard-")):
+            p.unlink()
+
+
+def _compute(req: FeaturesRequest, ui: Reporter, run: _Run, pool) -> FeaturesResult | None:
+    result = _computed(req, ui, run, pool)
+    if result is not None and result.rows_done and result.seconds:  # a measurement: stderr, not the output
+        ui.note(f"{result.rows_done:,} rows in {result.seconds:.1f} s = {result.rows_done / result.seconds:,.1f} "
+                f"rows/s (decoding: {result.sidecar_data['settings']['decode']})")
+    return result
+
+
+def _computed(req: FeaturesRequest, ui: Reporter, run: _Run, pool) -> FeaturesResult | None:
+    import time
+
     from vitcli.backend import distributed
-    from vitcli.backend.features import Extractor, extract, fused_row_shape
+    from vitcli.backend.features import Extractor, fused_row_shape
     from vitcli.backend.models import load_model
-    from vitcli.export import NpyWriter, partial_paths, sidecar_path
+    from vitcli.backend.pipeline import recipe_for
+    from vitcli.export import ShardPlan, ShardSet, partial_paths
 
-    target, feat, run, out_dtype = Path(req.out), req.feat, req.run, req.out_dtype
-    check_targets([target, sidecar_path(target)], req.force)
-    paths = collect_inputs(req.inputs, run.recursive)
-    requests, resume, size_pair, out = list(req.models), req.resume, req.size, req.out
-    progress = ui.progress()
-
-    rank, world = distributed.world()
-    if world > 1:
-        if resume:
-            raise UsageError("--resume is not available under torchrun", hint="rerun the whole job, or run one process")
+    target, feat, opts, out_dtype = Path(req.out), req.feat, req.run, req.out_dtype
+    requests = list(req.models)
+    torchrun = distributed.under_torchrun()
+    if torchrun:
         requests = [replace(r, device=distributed.local_device(r.device)) for r in requests]
         distributed.init(requests[0].device)
-        if rank:
-            ui, progress = SILENT, SILENT.progress()
+    if run.rank:
+        ui = SILENT
     if not requests[0].pretrained:
         ui.warn("--no-pretrained: random weights, the features are meaningless")
-    models = [load_model(r, img_size=size_pair) for r in requests]
+    models = [load_model(r, img_size=req.size) for r in requests]
     extractors = [Extractor(m, feat) for m in models]
     row_shape = fused_row_shape(extractors)
-    settings = {"batch_size": run.batch_size, "dtype": requests[0].dtype, "out_dtype": out_dtype,
-                "size": list(size_pair) if size_pair else None, "squash": requests[0].squash, "grid": feat.grid,
-                "stop_early": feat.stop_early}
+    if run.group > 1:
+        row_shape = (*row_shape[:-1], row_shape[-1] * run.group)
+    recipe = recipe_for([m.info.data_config for m in models], fast=req.fast_decode, gpu=req.gpu_decode)
+    settings = {"batch_size": opts.batch_size, "dtype": requests[0].dtype, "out_dtype": out_dtype,
+                "size": list(req.size) if req.size else None, "squash": requests[0].squash, "grid": feat.grid,
+                "stop_early": feat.stop_early,
+                "decode": "gpu" if req.gpu_decode else "fast" if recipe.fast else "exact",
+                "sampling": {k: v for k, v in req.sampling.__dict__.items() if v is not None} or None,
+                "lerobot": ({"root": req.lerobot, "cameras": sorted({i.camera for i in run.items}),
+                             "episodes": req.episodes, "fuse_cameras": req.fuse_cameras} if req.lerobot else None)}
     fingerprint = {
         "models": [[m.info.name, m.info.weights] for m in models], "mode": feat.mode,
         "layers": list(extractors[0].layers or []), "norm": feat.norm, **settings,
-        "inputs_sha256": hashlib.sha256(json.dumps(paths).encode()).hexdigest(), "row_shape": list(row_shape),
+        "inputs_sha256": hashlib.sha256(json.dumps([(i.source, i.frame) for i in run.items]).encode()).hexdigest(),
+        "row_shape": list(row_shape),
     }
-    nbytes = len(paths) * math.prod(row_shape) * (4 if out_dtype == "float32" else 2)
-    ui.note(f"Output {out}: up to ({len(paths)}, {', '.join(map(str, row_shape))}) {out_dtype} = "
-             f"{human_bytes(nbytes)} for {len(paths)} image{'s' if len(paths) != 1 else ''}"
-             + (f", on {world} ranks" if world > 1 else ""))
-    partial, _ = partial_paths(target)
-    have = partial.stat().st_size if resume and partial.exists() else 0
-    ensure_room(target, max(0, nbytes - have))
+    common = describe(extractors, row_shape, out_dtype, settings, run.cameras)
+    row_bytes = math.prod(row_shape) * (4 if out_dtype == "float32" else 2)
 
-    start, stop = distributed.shard(len(paths), run.batch_size, rank, world)
-    part_target = target if world == 1 else target.with_name(f"{target.name}.rank{rank}")
-    writer = NpyWriter(part_target, stop - start, row_shape, out_dtype, fingerprint, resume)
-    resumed_from = writer.state.next_input if writer.resumed else 0
-    if resume and not writer.resumed:
-        ui.note(f"nothing to resume at {partial}: starting from the first image")
+    shards = None
+    if req.directory:
+        shard_rows = req.shard_size or (ShardSet.read_index(target) or {}).get("shard_rows") or max(
+            opts.batch_size, SHARD_BYTES // max(1, row_bytes) // opts.batch_size * opts.batch_size)
+        plan = ShardPlan(run.rows, shard_rows)
+        target.mkdir(parents=True, exist_ok=True)
+        shards = ShardSet(target, plan, {"format": "vitcli-features-shards/1", "fingerprint": fingerprint,
+                                         "rows": run.rows, "shard_rows": shard_rows, "shard_count": plan.count,
+                                         "images_only": run.images_only,
+                                         "unopened": [s.to_dict() for s in run.input_skips], **common})
+        shards.check_compatible()
+        if run.ranges is None:
+            run.ranges = _shard_ranges(target, plan, run.rank, run.world)
+        ui.note(f"Output {target}/: {plan.count} shard{'s' if plan.count != 1 else ''} of up to {shard_rows:,} rows "
+                f"({human_bytes(shard_rows * row_bytes)} each); {len(run.ranges)} to compute here"
+                + (f" (process {run.rank} of {run.world})" if run.world > 1 else ""))
+        ensure_room(target / "index.json", sum(b - a for a, b in run.ranges) * row_bytes)
+    else:
+        nbytes = run.rows * row_bytes
+        ui.note(f"Output {target}: up to ({run.rows}, {', '.join(map(str, row_shape))}) {out_dtype} = "
+                f"{human_bytes(nbytes)} for {run.rows} row{'s' if run.rows != 1 else ''}"
+                + (f", on {run.world} ranks" if run.world > 1 else ""))
+        partial, _ = partial_paths(target)
+        have = partial.stat().st_size if req.resume and partial.exists() else 0
+        ensure_room(target, max(0, nbytes - have))
+    owned = pool is None
+    if owned:
+        pool = _decoding(req, run)
+    pool.set_recipe(recipe)
+    progress = ui.progress()
+    t0 = time.monotonic()
+    try:
+        if shards is not None:
+            _write_shards(shards, extractors, pool, recipe, run, row_shape, out_dtype, opts.batch_size, progress)
+            result = None
+            if torchrun:
+                distributed.barrier()
+            if run.rank == 0 or not torchrun:
+                shards.write_index()
+                result = _directory_result(target, run, sum(b - a for a, b in run.ranges), time.monotonic() - t0)
+            if torchrun:
+                distributed.finish()
+            return result
+        return _write_file(req, ui, target, extractors, pool, recipe, run, row_shape, out_dtype, common, fingerprint,
+                           torchrun, progress, t0)
+    finally:
+        if owned:
+            pool.close()
 
-    def write(rows, next_input, skipped):
-        writer.write(writer.mm[:0] if rows is None else rows, next_input, skipped)
+
+def _write_shards(shards, extractors, pool, recipe, run: _Run, row_shape, out_dtype, batch_size, progress) -> None:
+    """Every shard of `run.ranges`, each written under a temporary name and renamed when complete."""
+    from vitcli.backend.features import extract
+
+    state: dict = {"k": None, "writer": None}
+
+    def write(rows, end, skipped) -> None:
+        k = (end - 1) // shards.plan.shard_rows  # a batch never straddles two shards
+        if state["k"] != k:
+            state["k"], state["writer"] = k, shards.writer(k, row_shape, out_dtype)
+        writer = state["writer"]
+        writer.write(rows, end, skipped)
+        a, b = shards.plan.span(k)
+        if end == b:
+            side = _sidecar(writer.target.name, _common(shards), run.items, run.group,
+                            _good(a, b, writer.state.skipped), writer.state.skipped, b - a, run.images_only)
+            side["shard"] = {"index": k, "rows_in": [a, b]}
+            writer.finish(side)
+            state["k"] = state["writer"] = None
 
     try:
-        extract(extractors, paths, write, start=max(start, writer.state.next_input), stop=stop,
-                batch_size=run.batch_size, workers=run.workers, progress=progress)
+        extract(extractors, pool, recipe, run.items, write, batch_size=batch_size, progress=progress,
+                group=run.group, ranges=run.ranges)
+    except BaseException:
+        if state["writer"] is not None:
+            state["writer"].close()
+        raise
+
+
+SHARD_ONLY = ("format", "fingerprint", "rows", "shard_rows", "shard_count", "images_only", "unopened", "shards",
+              "complete")
+
+
+def _common(shards) -> dict:
+    """What every shard's sidecar shares with a single-file sidecar (the models, settings, row shape...)."""
+    return {k: v for k, v in shards.index.items() if k not in SHARD_ONLY}
+
+
+def _directory_result(target: Path, run: _Run, done: int, seconds: float) -> FeaturesResult:
+    """The directory as a whole: its shards' rows and skips, as one sidecar would say them."""
+    index = json.loads((target / "index.json").read_text(encoding="utf-8"))
+    skipped, written = [s.to_dict() for s in run.input_skips], 0
+    for s in index["shards"]:
+        if s["complete"]:
+            side = json.loads((target / s["file"]).with_suffix(".json").read_text(encoding="utf-8"))
+            skipped += side["skipped"]
+            written += side["shape"][0]
+    data = {**{k: v for k, v in index.items() if k != "fingerprint"}, "rows_written": written,
+            "skipped": skipped, "rows_in": index["rows"]}
+    return FeaturesResult(str(target), str(target / "index.json"), data, 0, done, seconds)
+
+
+def _write_file(req, ui, target, extractors, pool, recipe, run: _Run, row_shape, out_dtype, common, fingerprint,
+                torchrun, progress, t0) -> FeaturesResult | None:
+    import time
+
+    from vitcli.backend.features import extract
+    from vitcli.export import NpyWriter, partial_paths, sidecar_path
+
+    (start, stop), = run.ranges
+    if run.world > 1:  # each rank its part; rank 0 concatenates them
+        writer = NpyWriter(target.with_name(f"{target.name}.rank{run.rank}"), stop - start, row_shape, out_dtype,
+                           fingerprint)
+    else:
+        writer = NpyWriter(target, run.rows, row_shape, out_dtype, fingerprint, req.resume)
+        if req.resume and not writer.resumed:
+            ui.note(f"nothing to resume at {writer.path}: starting from the first row")
+    partial, _ = partial_paths(target)
+    try:
+        extract(extractors, pool, recipe, run.items, writer.write, batch_size=req.run.batch_size, progress=progress,
+                group=run.group, ranges=run.ranges)
     except KeyboardInterrupt:
         writer.close()
-        done = writer.state.next_input
-        raise Interrupted(f"interrupted after {done} of {len(paths)} images; the finished batches are kept in "
-                          f"{partial}", hint="run the same command with --resume to continue") from None
+        raise Interrupted(f"interrupted after {writer.state.next_input} of {run.rows} rows; the finished batches "
+                          f"are kept in {partial}", hint="run the same command with --resume to continue") from None
     except BaseException:
         writer.close()
         raise
-
-    if world > 1:
-        return _merge_ranks(target, writer, extractors, row_shape, out_dtype, paths, settings, fingerprint, rank)
-    shape = (writer.state.rows, *row_shape)
-    data = sidecar(target, extractors, shape, out_dtype, _good(paths, writer.state.skipped), writer.state.skipped,
-                   settings)
+    seconds = time.monotonic() - t0
+    done = stop - start
+    if run.world > 1:
+        return _merge_ranks(target, writer, common, out_dtype, run, fingerprint, done, seconds)
+    data = _sidecar(target.name, common, run.items, run.group, _good(0, run.rows, writer.state.skipped),
+                    writer.state.skipped, run.rows, run.images_only, run.input_skips)
     writer.finish(data)
-    return FeaturesResult(str(target), str(sidecar_path(target)), data, resumed_from)
+    return FeaturesResult(str(target), str(sidecar_path(target)), data, run.resume_from, done, seconds)
 
 
-def _good(paths: list[str], skipped: list[dict]) -> list[str]:
-    bad = {s["source"] for s in skipped}
-    return [p for p in paths if p not in bad]
-
-
-def _merge_ranks(target: Path, writer, extractors, row_shape, out_dtype, paths, settings, fingerprint,
-                 rank: int) -> FeaturesResult | None:
-    """Rank 0 concatenates every rank's part in rank order; the others wait, then return None."""
+def _merge_ranks(target: Path, writer, common, out_dtype, run: _Run, fingerprint, done, seconds
+                 ) -> FeaturesResult | None:
+    """A single-file output under torchrun: rank 0 concatenates every rank's part in rank order; the others wait,
+    then return None. (A directory output needs no such step: each rank writes its own shards.)"""
     from vitcli.backend import distributed
     from vitcli.export import NpyWriter, open_rows, sidecar_path
 
     writer.close()
     parts = distributed.gather((str(writer.path), str(writer.state_path), writer.state.rows, writer.state.skipped))
     result = None
-    if rank == 0:
+    if run.rank == 0:
         skipped = [s for part in parts for s in part[3]]
-        final = NpyWriter(target, sum(p[2] for p in parts), row_shape, out_dtype, fingerprint)
+        final = NpyWriter(target, run.rows, tuple(common["row_shape"]), out_dtype, fingerprint)
         for path, state_path, rows, _ in parts:
             for chunk in open_rows(Path(path), rows):
-                final.write(chunk, len(paths), [])  # (the resume position is moot here: no --resume under torchrun)
+                final.write(chunk, run.rows, [])
             Path(path).unlink()
             Path(state_path).unlink()
-        data = sidecar(target, extractors, (final.state.rows, *row_shape), out_dtype, _good(paths, skipped), skipped,
-                       settings)
+        data = _sidecar(target.name, common, run.items, run.group, _good(0, run.rows, skipped), skipped, run.rows,
+                        run.images_only, run.input_skips)
         final.finish(data)
-        result = FeaturesResult(str(target), str(sidecar_path(target)), data, 0)
+        result = FeaturesResult(str(target), str(sidecar_path(target)), data, 0, done, seconds)
     distributed.barrier()
     distributed.finish()
     return result

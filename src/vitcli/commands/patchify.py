@@ -97,7 +97,9 @@ def run_patchify(req: PatchifyRequest) -> PatchifyResult:
     from vitcli.export import save_npy
 
     out, mosaic, npy = check_targets([req.out, req.mosaic, req.npy], req.force, keep_none=True)  # before any work
-    loaded = imaging.open_image(req.image)
+    from vitcli.inputs import open_single
+
+    loaded = open_single(req.image)
     if req.model:
         from vitcli.backend.data import preprocessing_for
 

@@ -1,0 +1,315 @@
+"""`vitcli pca` and `vitcli similar` end to end: the tokens they use are exactly `vitcli features --mode patch
+--grid`'s, and their numbers equal scikit-learn's PCA and cosine similarities computed here from that output."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.decomposition import PCA
+
+from conftest import DATA, run_cli
+
+IMAGES = [DATA / "chelsea.jpg", DATA / "coffee.jpg", DATA / "camera-gray.png", DATA / "horse-rgba.png"]
+TOL = 1e-4
+P1, P99 = 1.0, 99.0  # the scaling percentiles the issue asks for
+_FEATURES: dict = {}
+
+
+def model(model_dir) -> list[str]:
+    return ["--model", f"local-dir:{model_dir}", "--device", "cpu"]
+
+
+def features(tmp_path, model_dir, images=IMAGES, layer=None) -> np.ndarray:
+    """`vitcli features --mode patch --grid` for these images: (N, gh, gw, D) float32 (cached per test run)."""
+    key = (str(model_dir), tuple(map(str, images)), layer)
+    if key not in _FEATURES:
+        out = tmp_path / f"features{len(_FEATURES)}.npy"
+        extra = [] if layer is None else ["--layer", str(layer)]
+        r = run_cli("features", *images, *model(model_dir), "--mode", "patch", "--grid", "-o", out, *extra)
+        assert r.exit_code == 0, r.stderr
+        _FEATURES[key] = np.load(out)
+    return _FEATURES[key]
+
+
+def timm_tokens(model_dir, images=IMAGES, layer=None) -> np.ndarray:
+    """The reference, from timm alone: its transform, then forward_features (or block `layer`'s output as
+    forward_intermediates emits it), the prefix tokens dropped: (N, gh, gw, D)."""
+    import timm
+    import torch
+
+    from vitcli.imaging import open_image
+
+    m = timm.create_model(f"local-dir:{model_dir}", pretrained=True).eval()
+    t = timm.data.create_transform(**timm.data.resolve_data_config({}, model=m))
+    x = torch.stack([t(open_image(p).image) for p in images])
+    with torch.no_grad():
+        if layer is None:
+            tokens = m.forward_features(x)[:, m.num_prefix_tokens:]
+        else:
+            tokens = m.forward_intermediates(x, indices=[layer % len(m.blocks)], norm=False, output_fmt="NLC",
+                                             intermediates_only=True)[0]
+    gh, gw = m.patch_embed.grid_size
+    return tokens.reshape(len(images), gh, gw, -1).numpy()
+
+
+def ok(*args):
+    r = run_cli(*args)
+    assert r.exit_code == 0, r.stderr
+    return r
+
+
+def fails(code: int, *args) -> str:
+    """Run, expect exit `code` and exactly one `Error:` line on stderr; return that line."""
+    r = run_cli(*args)
+    assert r.exit_code == code, (r.exit_code, r.stdout, r.stderr)
+    errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, r.stderr
+    return errors[0]
+
+
+def sk_maps(fit_on: np.ndarray, apply_to: np.ndarray, c: int = 3):
+    """scikit-learn's PCA fitted on `fit_on` (..., D), components signed so that each one's largest |loading| is
+    positive; `apply_to` projected and scaled to [0, 1] between the 1st and 99th percentile of the fitted
+    patches' projections, clipped. Returns (maps (..., C) of apply_to, the fitted PCA)."""
+    d = fit_on.shape[-1]
+    x = fit_on.reshape(-1, d).astype(np.float64)
+    p = PCA(n_components=c, svd_solver="full").fit(x)
+    top = np.argmax(np.abs(p.components_), axis=1)
+    sign = np.sign(p.components_[np.arange(c), top])
+    proj_fit = p.transform(x) * sign
+    lo, hi = np.percentile(proj_fit, [P1, P99], axis=0)
+    proj = p.transform(apply_to.reshape(-1, d).astype(np.float64)) * sign
+    maps = np.clip((proj - lo) / (hi - lo), 0, 1).reshape(*apply_to.shape[:-1], c)
+    return maps, p
+
+
+# ---- pca -----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fixture, layer, prefix", [("tiny_dir", None, 1), ("tiny_reg_dir", -2, 5),
+                                                    ("tiny_nocls_dir", None, 0)])
+def test_pca_uses_the_features_tokens_and_equals_sklearn(tmp_path, request, fixture, layer, prefix):
+    model_dir = request.getfixturevalue(fixture)
+    feats = features(tmp_path, model_dir, layer=layer)
+    assert feats.shape == (4, 4, 4, 32)
+    np.testing.assert_allclose(feats, timm_tokens(model_dir, layer=layer), atol=1e-5)  # features is timm
+    extra = [] if layer is None else ["--layer", str(layer)]
+    npy, png = tmp_path / "pca.npy", tmp_path / "pca.png"
+    d = ok("pca", *IMAGES, *model(model_dir), *extra, "--npy", npy, "-o", png, "--json").json()
+    ref, p = sk_maps(feats, feats)
+    fit = d["fits"][0]
+    np.testing.assert_allclose(fit["explained_variance"], p.explained_variance_, rtol=TOL)
+    np.testing.assert_allclose(fit["explained_variance_ratio"], p.explained_variance_ratio_, atol=TOL)
+    maps = np.load(npy)
+    assert maps.shape == (4, 4, 4, 3) and maps.dtype == np.float32
+    np.testing.assert_allclose(maps, ref, atol=TOL)
+    assert d["mode"] == "joint" and d["fit_images"] == d["images"] == [str(i) for i in IMAGES]
+    assert d["tokens"]["grid"] == [4, 4] and d["tokens"]["prefix_tokens_removed"] == prefix
+    assert d["tokens"]["block"] == (None if layer is None else 2 + layer)
+    assert fit["patches_fitted"] == 64 and d["skipped"] == [] and d["outputs"]["npy"] == str(npy)
+    with Image.open(png) as pic:  # the sheet: 4 cells of input + map, and a legend under them
+        assert pic.format == "PNG" and pic.width > 2 * 32 and pic.height > 2 * 32
+
+
+def test_joint_fit_gives_identical_images_identical_colours(tmp_path, tiny_dir):
+    a, b = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    shutil.copy(IMAGES[0], a)
+    shutil.copy(IMAGES[0], b)
+    npy = tmp_path / "joint.npy"
+    d = ok("pca", a, IMAGES[1], b, IMAGES[2], *model(tiny_dir), "--npy", npy, "--json").json()
+    maps = np.load(npy)
+    np.testing.assert_array_equal(maps[0], maps[2])
+    assert np.abs(maps[0] - maps[1]).max() > 0.1
+    assert len(d["fits"]) == 1 and d["fits"][0]["patches_fitted"] == 64
+    # --per-image: one PCA per image, each equal to scikit-learn's on that image's 16 patches alone
+    feats = features(tmp_path, tiny_dir)
+    per = tmp_path / "per.npy"
+    d = ok("pca", *IMAGES, *model(tiny_dir), "--per-image", "--npy", per, "--json").json()
+    assert d["mode"] == "per-image" and [f["patches_fitted"] for f in d["fits"]] == [16] * 4
+    for i in (1, 3):
+        ref, _ = sk_maps(feats[i], feats[i])
+        np.testing.assert_allclose(np.load(per)[i], ref, atol=TOL)
+
+
+def foreground_by_hand(feats: np.ndarray, threshold: float) -> tuple[np.ndarray, bool]:
+    """The rule: first principal component, min-max scaled; background where > threshold; the sign that makes
+    the larger part background. Returns (foreground mask (N, gh, gw), whether svd_flip's sign was flipped)."""
+    x = feats.reshape(-1, feats.shape[-1]).astype(np.float64)
+    p = PCA(n_components=1, svd_solver="full").fit(x)
+    comp = p.components_[0] * np.sign(p.components_[0][np.argmax(np.abs(p.components_[0]))])
+    proj = (x - x.mean(axis=0)) @ comp
+    s = (proj - proj.min()) / (proj.max() - proj.min())
+    background, flipped_background = s > threshold, (1 - s) > threshold
+    flipped = flipped_background.sum() > background.sum()
+    bg = flipped_background if flipped else background
+    return ~bg.reshape(feats.shape[:-1]), bool(flipped)
+
+
+@pytest.mark.parametrize("threshold", [None, 0.6])
+def test_foreground_follows_the_sign_rule(tmp_path, tiny_dir, threshold):
+    feats = features(tmp_path, tiny_dir)
+    npy, mask_png = tmp_path / "fg.npy", tmp_path / "mask.png"
+    extra = [] if threshold is None else ["--threshold", str(threshold)]
+    d = ok("pca", *IMAGES, *model(tiny_dir), "--foreground", *extra, "--npy", npy, "--mask", mask_png,
+           "--json").json()
+    want, flipped = foreground_by_hand(feats, 0.35 if threshold is None else threshold)
+    mask = np.load(tmp_path / "fg.mask.npy")
+    assert mask.dtype == bool and mask.shape == (4, 4, 4)
+    np.testing.assert_array_equal(mask, want)
+    assert 0 < mask.sum() < mask.size
+    rule = d["foreground"]["rules"][0]
+    assert rule["flipped"] == flipped and rule["threshold"] == (0.35 if threshold is None else threshold)
+    assert np.array_equal(np.array(d["foreground"]["masks"], dtype=bool), mask)
+    assert d["foreground"]["foreground_patches"] == [int(m.sum()) for m in mask]
+    # the colours: a PCA of the foreground patches only; the background black
+    maps = np.load(npy)
+    assert np.all(maps[~mask] == 0)
+    ref, _ = sk_maps(feats[mask], feats[mask])
+    np.testing.assert_allclose(maps[mask], ref, atol=TOL)
+    assert d["fits"][0]["patches_fitted"] == int(mask.sum())
+    assert Image.open(mask_png).format == "PNG"
+
+
+def test_fit_on_and_fit_first_apply_one_fit(tmp_path, tiny_dir):
+    feats = features(tmp_path, tiny_dir)
+    npy = tmp_path / "on.npy"
+    d = ok("pca", IMAGES[1], IMAGES[2], *model(tiny_dir), "--fit-on", IMAGES[0], "--fit-on", IMAGES[3],
+           "--npy", npy, "--json").json()
+    ref, _ = sk_maps(feats[[0, 3]], feats[[1, 2]])
+    np.testing.assert_allclose(np.load(npy), ref, atol=TOL)
+    assert d["mode"] == "fit-on" and d["fit_images"] == [str(IMAGES[0]), str(IMAGES[3])]
+    assert d["images"] == [str(IMAGES[1]), str(IMAGES[2])]
+    first = tmp_path / "first.npy"
+    d = ok("pca", *IMAGES, *model(tiny_dir), "--fit-first", "2", "--npy", first, "--json").json()
+    ref, _ = sk_maps(feats[:2], feats)
+    np.testing.assert_allclose(np.load(first), ref, atol=TOL)
+    assert d["mode"] == "fit-first" and d["fit_images"] == [str(i) for i in IMAGES[:2]]
+
+
+def test_pca_skips_a_bad_file_and_fails_with_exit_1(tmp_path, tiny_dir):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg")
+    npy = tmp_path / "p.npy"
+    r = run_cli("pca", IMAGES[0], bad, IMAGES[1], *model(tiny_dir), "--npy", npy, "--json")
+    assert r.exit_code == 1, r.stderr
+    assert f"Skipped: {bad}:" in r.stderr and "Error: 1 of 3 inputs could not be read" in r.stderr
+    d = r.json()
+    assert d["images"] == [str(IMAGES[0]), str(IMAGES[1])] and d["skipped"][0]["source"] == str(bad)
+    feats = features(tmp_path, tiny_dir)
+    ref, _ = sk_maps(feats[:2], feats[:2])
+    np.testing.assert_allclose(np.load(npy), ref, atol=TOL)
+
+
+def test_pca_usage_errors(tmp_path, tiny_dir):
+    m = model(tiny_dir)
+    assert "--threshold applies to --foreground" in fails(2, "pca", IMAGES[0], *m, "--threshold", "0.5")
+    assert "contradict" in fails(2, "pca", IMAGES[0], *m, "--per-image", "--fit-on", IMAGES[1])
+    assert "--components 4" in fails(2, "pca", IMAGES[0], *m, "--components", "4")
+    assert "--mask" in fails(2, "pca", IMAGES[0], *m, "--mask", tmp_path / "m.png")
+    assert "--threshold 1.5" in fails(2, "pca", IMAGES[0], *m, "--foreground", "--threshold", "1.5")
+    assert "--fit-first 5" in fails(2, "pca", *IMAGES, *m, "--fit-first", "5")
+    assert "no such file" in fails(1, "pca", tmp_path / "missing.jpg", *m)
+    existing = tmp_path / "exists.npy"
+    existing.write_bytes(b"")
+    assert "already exists" in fails(1, "pca", IMAGES[0], *m, "--npy", existing)
+
+
+# ---- similar -------------------------------------------------------------------------------------------------
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(D,) against (..., D): written out, float64."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return (b @ a) / (np.linalg.norm(b, axis=-1) * np.linalg.norm(a))
+
+
+SIM_IMAGES = [IMAGES[1], IMAGES[0], IMAGES[2], IMAGES[3]]  # coffee first: the query
+
+
+def test_similar_maps_equal_cosine_of_the_features(tmp_path, tiny_reg_dir):
+    feats = features(tmp_path, tiny_reg_dir, SIM_IMAGES)
+    npy, png = tmp_path / "sim.npy", tmp_path / "sim.png"
+    d = ok("similar", *SIM_IMAGES, "--patch", "1,2", *model(tiny_reg_dir), "--npy", npy, "-o", png,
+           "--json").json()
+    maps = np.load(npy)
+    assert maps.shape == (4, 4, 4) and maps.dtype == np.float32
+    want = cosine(feats[0, 1, 2], feats)
+    np.testing.assert_allclose(maps, want, atol=1e-5)
+    assert maps[0, 1, 2] == pytest.approx(1.0, abs=1e-6)
+    assert d["query"] == {"row": 1, "col": 2} and d["images"] == [str(i) for i in SIM_IMAGES]
+    for i, best in enumerate(d["best"]):
+        m = want[i].copy()
+        if i == 0:
+            m[1, 2] = -np.inf  # on the query image: the best other than the query patch itself
+        r, c = np.unravel_index(np.argmax(m), m.shape)
+        assert (best["row"], best["col"]) == (r, c) and best["similarity"] == pytest.approx(want[i, r, c], abs=1e-5)
+    assert Image.open(png).format == "PNG"
+
+
+def test_point_maps_through_resize_and_crop(tmp_path, tiny_dir):
+    # coffee.jpg is 600x400. tiny_dir: input 32, crop_pct 0.875 -> resize the short side to floor(32/0.875) =
+    # 36: 54x36 (w x h), then a centre crop of 32x32 at left round((54-32)/2) = 11, top round((36-32)/2) = 2.
+    # Pixel (x, y) -> input (( x + 0.5) * 54/600 - 11, (y + 0.5) * 36/400 - 2) -> patch of 8 px.
+    x, y = 150, 188
+    u, v = (x + 0.5) * 54 / 600 - 11, (y + 0.5) * 36 / 400 - 2  # 2.545, 14.965
+    row, col = int(v // 8), int(u // 8)
+    assert (row, col) == (1, 0)
+    assert (int(((y + 0.5) * 36 / 400) // 8), int(((x + 0.5) * 54 / 600) // 8)) == (2, 1)  # ignoring the crop
+    npy_point, npy_patch = tmp_path / "point.npy", tmp_path / "patch.npy"
+    d = ok("similar", IMAGES[1], IMAGES[0], "--point", f"{x},{y}", *model(tiny_dir), "--npy", npy_point,
+           "--json").json()
+    assert (d["query"]["row"], d["query"]["col"]) == (row, col) and d["query"]["point"] == [x, y]
+    x0, y0, x1, y1 = d["query"]["patch_box"]  # the original pixels that patch came from
+    assert (x0, y0, x1, y1) == pytest.approx(((0 + 11) * 600 / 54, (8 + 2) * 400 / 36, (8 + 11) * 600 / 54,
+                                              (16 + 2) * 400 / 36))
+    ok("similar", IMAGES[1], IMAGES[0], "--patch", f"{row},{col}", *model(tiny_dir), "--npy", npy_patch)
+    np.testing.assert_array_equal(np.load(npy_point), np.load(npy_patch))
+    # a point the crop removed: a usage error that names what the model sees (x 122.2 to 477.8 of 600)
+    line = fails(2, "similar", IMAGES[1], "--point", "50,200", *model(tiny_dir))
+    assert "--point 50,200" in line and "x 122.2 to 477.8" in line and "y 22.2 to 377.8" in line
+
+
+def test_mutual_nearest_neighbours_equal_brute_force(tmp_path, tiny_dir):
+    feats = features(tmp_path, tiny_dir, SIM_IMAGES)
+    a, b = feats[0].reshape(16, -1).astype(np.float64), feats[1].reshape(16, -1).astype(np.float64)
+    s = (a / np.linalg.norm(a, axis=1, keepdims=True)) @ (b / np.linalg.norm(b, axis=1, keepdims=True)).T
+    want = sorted(((divmod(i, 4), divmod(int(np.argmax(s[i])), 4), s[i].max()) for i in range(16)
+                   if np.argmax(s[:, np.argmax(s[i])]) == i), key=lambda t: -t[2])
+    assert want, "the test needs at least one mutual pair"
+    npy, png = tmp_path / "mnn.npy", tmp_path / "mnn.png"
+    d = ok("similar", SIM_IMAGES[0], SIM_IMAGES[1], "--mutual", *model(tiny_dir), "--npy", npy, "-o", png,
+           "--json").json()
+    got = [(tuple(p["a"]), tuple(p["b"]), p["similarity"]) for p in d["pairs"]]
+    assert [(g[0], g[1]) for g in got] == [(w[0], w[1]) for w in want]
+    np.testing.assert_allclose([g[2] for g in got], [w[2] for w in want], atol=1e-6)
+    table = np.load(npy)
+    assert table.shape == (len(want), 5)
+    np.testing.assert_allclose(table[:, :4], [[*w[0], *w[1]] for w in want])
+    d = ok("similar", SIM_IMAGES[0], SIM_IMAGES[1], "--mutual", "--top-k", "1", *model(tiny_dir), "--json").json()
+    assert [(tuple(p["a"]), tuple(p["b"])) for p in d["pairs"]] == [(want[0][0], want[0][1])]
+    assert Image.open(png).format == "PNG"
+
+
+def test_similar_skips_a_bad_target_and_refuses_impossible_requests(tmp_path, tiny_dir):
+    m = model(tiny_dir)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG broken")
+    npy = tmp_path / "s.npy"
+    r = run_cli("similar", IMAGES[1], bad, IMAGES[0], "--patch", "0,0", *m, "--npy", npy, "--json")
+    assert r.exit_code == 1 and f"Skipped: {bad}:" in r.stderr and "1 of 3 inputs" in r.stderr
+    assert r.json()["images"] == [str(IMAGES[1]), str(IMAGES[0])] and np.load(npy).shape == (2, 4, 4)
+    assert "outside the 4x4 patch grid" in fails(2, "similar", IMAGES[1], "--patch", "4,0", *m)
+    assert "--patch '1;2' is not ROW,COL" in fails(2, "similar", IMAGES[1], "--patch", "1;2", *m)
+    assert "--mutual compares two images" in fails(2, "similar", IMAGES[1], "--mutual", *m)
+    assert "--mutual compares two images" in fails(2, "similar", *IMAGES[:3], "--mutual", *m)
+    assert "--patch ROW,COL or --point X,Y" in fails(2, "similar", IMAGES[1], *m)
+    assert "--top-k goes with --mutual" in fails(2, "similar", IMAGES[1], "--patch", "0,0", "--top-k", "3", *m)
+    assert f"{bad}" in fails(1, "similar", bad, IMAGES[0], "--patch", "0,0", *m)  # the query itself is bad
+
+
+
+@pytest.mark.parametrize("command", ["pca", "similar"])
+def test_help_first_line_and_example(command):
+    r = run_cli(command, "--help")
+    assert r.exit_code == 0 and "Example: vitcli " + command in r.stdout
