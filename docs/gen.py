@@ -43,6 +43,8 @@ def scratch_root() -> Path:
     (root / "docs" / "img").mkdir(parents=True)
     if (ROOT / "docs" / "models").is_dir():  # the tutorial's trained model, read by `--model local-dir:...`
         (root / "docs" / "models").symlink_to(ROOT / "docs" / "models")
+    if (ROOT / "docs" / "media").is_dir():  # the examples' small inputs (docs/media/make.py), read, never written
+        (root / "docs" / "media").symlink_to(ROOT / "docs" / "media")
     return root
 
 
@@ -137,8 +139,9 @@ def main(check: bool, retrain: bool = False) -> int:
             if not check:
                 page.write_text(new)
     if not check:
-        for picture in (where / "docs" / "img").glob("*.png"):
-            shutil.copyfile(picture, ROOT / "docs" / "img" / picture.name)
+        for picture in sorted((where / "docs" / "img").iterdir()):
+            if picture.suffix in (".png", ".gif", ".webp"):  # pictures and animations (`vitcli pca -o x.webp`)
+                shutil.copyfile(picture, ROOT / "docs" / "img" / picture.name)
     if stale and check:
         print("stale docs (run `python docs/gen.py`): " + ", ".join(map(str, stale)), file=sys.stderr)
         return 1

@@ -207,3 +207,17 @@ def test_many_images_read_as_one_table(cli, tmp_path, tiny_dir):
     few = cli("classify", DATA / "chelsea.jpg", DATA / "coffee.jpg", "--model", f"local-dir:{tiny_dir}", "--device",
               "cpu")
     assert few.stdout.count("rank") == 2  # a handful: a table each, every rank shown
+
+
+def test_every_result_type_has_a_renderer():
+    """`emit` renders by result type: a command whose result has no renderer would fail only at run time."""
+    import importlib
+    import pkgutil
+
+    import vitcli.commands
+    from vitcli import render
+
+    results = {name for mod in pkgutil.iter_modules(vitcli.commands.__path__)
+               for name, obj in vars(importlib.import_module(f"vitcli.commands.{mod.name}")).items()
+               if isinstance(obj, type) and name.endswith("Result") and obj.__module__.startswith("vitcli.commands")}
+    assert results and results <= set(render._RENDERERS), results - set(render._RENDERERS)

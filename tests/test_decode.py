@@ -42,6 +42,10 @@ def test_items_come_back_in_order_equal_to_decoding_inline():
         want = np.array(PLAN.resize_crop(imaging.open_image(item.source).image), dtype=np.uint8)
         assert out.error is None and np.array_equal(out.arrays[0], want)
     assert [p for p, _ in run(items, 0, recipe)] == list(range(23))  # no workers: the same, inline
+    with decode.DecodePool(1, depth=1).start() as pool:  # a window of one piece: handed out as others finish
+        pool.set_recipe(recipe)
+        pool.prime([*pieces(items, 2, {}, 0, 6), *pieces(items, 2, {}, 10, 15)])  # two ranges, with a gap
+        assert [p for p, _ in pool.run()] == [*range(6), *range(10, 15)]
 
 
 def test_cpu_workers_decode_at_the_lowest_priority_and_the_model_keeps_its_own():
@@ -56,17 +60,18 @@ def test_cpu_workers_decode_at_the_lowest_priority_and_the_model_keeps_its_own()
 
 
 def test_decoding_starts_before_the_recipe_is_known():
-    """The event order behind "decoding starts at once": the workers decode the first pictures while the
-    models are still loading (the recipe not yet given), so the first batch is ready when the model is."""
-    items = [Item(str(IMAGES[i % 4])) for i in range(8)]
-    pool = decode.start(items, {}, [(0, 8)], 4, 2)
+    """The event order behind "decoding starts at once": while the models load (no recipe yet), the workers
+    decode a whole first batch, handed out in pieces smaller than a batch, so it is ready when the model is."""
+    items = [Item(str(IMAGES[i % 4])) for i in range(40)]
+    pool = decode.start(items, {}, [(0, 40)], 16, 2)
     try:
         deadline = time.monotonic() + 60
-        while pool.opened.value < 4 and time.monotonic() < deadline:  # the model "loads" meanwhile
+        while pool.opened.value < 16 and time.monotonic() < deadline:  # the model "loads" meanwhile
             time.sleep(0.05)
-        assert pool.opened.value >= 4 and pool.decoded == 0  # a batch decoded, nothing resized yet
+        assert pool.opened.value >= 16 and pool.decoded == 0  # a first batch decoded, nothing resized yet
+        assert len({s.proc.pid for s in pool._slots if s.pieces}) == 2  # spread over both workers
         pool.set_recipe(Recipe((Prep(plan=PLAN),)))
-        assert [p for p, out in pool.run() if out.error is None] == list(range(8))
+        assert [p for p, out in pool.run() if out.error is None] == list(range(40))
     finally:
         pool.close()
 

@@ -309,6 +309,147 @@ def test_similar_skips_a_bad_target_and_refuses_impossible_requests(tmp_path, ti
 
 
 
+# ---- videos --------------------------------------------------------------------------------------------------
+
+FRAMES, RATE = 6, 10  # the clip: pattern(0..5), lossless, 10 fps (frame i at i/10 s), a keyframe every 3
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    from videos import make_video
+
+    return make_video(tmp_path_factory.mktemp("pcaclip") / "clip.mp4", FRAMES, fps=RATE, gop=3)
+
+
+def frame_labels(clip, frames) -> list[str]:
+    return [f"{clip}@frame={i}" for i in frames]
+
+
+def test_pca_of_video_frames_equals_pca_of_the_frames_saved_as_pngs(tmp_path, tiny_dir, clip):
+    from videos import pattern
+
+    feats = features(tmp_path, tiny_dir, [clip])  # features of the 6 frames: the same tokens pca reads
+    assert feats.shape == (FRAMES, 4, 4, 32)
+    npy = tmp_path / "video.npy"
+    d = ok("pca", clip, *model(tiny_dir), "--npy", npy, "--json").json()
+    assert d["images"] == frame_labels(clip, range(FRAMES)) and d["mode"] == "joint"
+    assert [r["frame"] for r in d["rows"]] == list(range(FRAMES))
+    assert [r["time"] for r in d["rows"]] == pytest.approx([i / RATE for i in range(FRAMES)])
+    ref, _ = sk_maps(feats, feats)
+    np.testing.assert_allclose(np.load(npy), ref, atol=TOL)
+    pngs = tmp_path / "pngs"
+    pngs.mkdir()
+    for i in range(FRAMES):  # lossless: the PNGs hold exactly the pixels the video decodes to
+        Image.fromarray(pattern(i)).save(pngs / f"{i}.png")
+    png_npy = tmp_path / "png.npy"
+    ok("pca", pngs, *model(tiny_dir), "--npy", png_npy)
+    np.testing.assert_allclose(np.load(npy), np.load(png_npy), atol=1e-5)
+
+
+def test_fit_first_keeps_the_first_frames_colours_whatever_follows(tmp_path, tiny_dir, clip):
+    feats = features(tmp_path, tiny_dir, [clip])
+    k = 3
+    short, long = tmp_path / "short.npy", tmp_path / "long.npy"
+    d = ok("pca", clip, *model(tiny_dir), "--max-frames", str(k), "--fit-first", str(k), "--npy", short,
+           "--json").json()
+    assert d["images"] == frame_labels(clip, range(k)) and d["mode"] == "fit-first"
+    d = ok("pca", clip, *model(tiny_dir), "--fit-first", str(k), "--npy", long, "--json").json()
+    assert d["fit_images"] == frame_labels(clip, range(k)) and len(d["images"]) == FRAMES
+    assert d["fits"][0]["patches_fitted"] == k * 16
+    np.testing.assert_array_equal(np.load(long)[:k], np.load(short))  # frames 0..k-1: the same colours
+    ref, _ = sk_maps(feats[:k], feats)  # and every frame, later ones included, through that one fit
+    np.testing.assert_allclose(np.load(long), ref, atol=TOL)
+    # without --fit-first the joint fit moves when frames are added: what --fit-first is for
+    joint_short, joint_long = tmp_path / "js.npy", tmp_path / "jl.npy"
+    ok("pca", clip, *model(tiny_dir), "--max-frames", str(k), "--npy", joint_short)
+    ok("pca", clip, *model(tiny_dir), "--npy", joint_long)
+    assert np.abs(np.load(joint_long)[:k] - np.load(joint_short)).max() > 0.01
+
+
+def test_animation_and_folder_have_one_picture_per_row(tmp_path, tiny_dir, clip):
+    import timm
+
+    from vitcli.backend.data import pil_stages
+    from vitcli.draw_features import display_scale, tile_origin
+    from videos import pattern
+
+    gif, npy = tmp_path / "pca.gif", tmp_path / "pca.npy"
+    d = ok("pca", clip, *model(tiny_dir), "--every", "2", "-o", gif, "--npy", npy, "--json").json()
+    assert d["images"] == frame_labels(clip, [0, 2, 4])
+    assert d["row_pictures"] == {"kind": "animation", "frames": 3, "fps": RATE / 2, "frame_ms": 200}
+    with Image.open(gif) as pic:  # every other frame of a 10 fps video: 5 fps, 200 ms a frame
+        assert pic.format == "GIF" and pic.n_frames == 3 and pic.info["loop"] == 0
+        durations, size = [], pic.size
+        for i in range(pic.n_frames):
+            pic.seek(i)
+            durations.append(pic.info["duration"])
+        assert durations == [200] * 3
+    webp = tmp_path / "pca.webp"
+    ok("pca", clip, *model(tiny_dir), "--fps", "4", "-o", webp)  # frames at 0, 0.25, 0.5 s: 0, 2 (2.5: 2), 5
+    with Image.open(webp) as pic:
+        assert pic.format == "WEBP" and pic.n_frames == 3
+        durations = []
+        for i in range(pic.n_frames):
+            pic.seek(i)
+            pic.load()  # PIL's WebP reader sets a frame's duration when it decodes it
+            durations.append(pic.info["duration"])
+        assert durations == [250] * 3
+    folder = tmp_path / "rows"
+    d = ok("pca", clip, *model(tiny_dir), "-o", f"{folder}/", "--npy", tmp_path / "all.npy", "--json").json()
+    files = [folder / f"{i:04d}.png" for i in range(FRAMES)]
+    assert sorted(folder.iterdir()) == files and d["row_pictures"]["files"] == [str(f) for f in files]
+    maps = np.load(tmp_path / "all.npy")
+    cfg = timm.data.resolve_data_config({}, model=timm.create_model(f"local-dir:{tiny_dir}", pretrained=True))
+    seen = pil_stages(cfg)  # the picture the model sees (resize 36, centre crop 32)
+    s = display_scale((32, 32))
+    for i in (0, 5):  # the left tile is frame i as the model saw it; the right tile its colours
+        with Image.open(files[i]) as pic:
+            assert pic.size == size  # the same drawing as each frame of the animation
+            rgb = np.asarray(pic.convert("RGB"))
+        x, y = tile_origin(0, 0, (32 * s, 32 * s), 2, 1)
+        want = np.asarray(seen(Image.fromarray(pattern(i))).resize((32 * s, 32 * s), Image.Resampling.NEAREST))
+        np.testing.assert_array_equal(rgb[y:y + 32 * s, x:x + 32 * s], want)
+        x, y = tile_origin(0, 1, (32 * s, 32 * s), 2, 1)
+        centres = rgb[y + 4 * s:y + 32 * s:8 * s, x + 4 * s:x + 32 * s:8 * s]  # (4, 4, 3): one pixel per patch
+        np.testing.assert_array_equal(centres, np.round(np.clip(maps[i], 0, 1) * 255).astype(np.uint8))
+    line = fails(1, "pca", clip, *model(tiny_dir), "-o", f"{folder}/")  # every file is checked before any work
+    assert f"{files[0]}: already exists" in line
+    ok("pca", clip, *model(tiny_dir), "-o", f"{folder}/", "--force")
+
+
+def test_similar_maps_every_frame_of_a_video_target(tmp_path, tiny_dir, clip):
+    feats = features(tmp_path, tiny_dir, [clip])
+    npy = tmp_path / "sim.npy"
+    d = ok("similar", f"{clip}@t=0.2", clip, "--patch", "1,2", *model(tiny_dir), "--npy", npy, "-o",
+           tmp_path / "sim.png", "--json").json()
+    assert d["images"] == frame_labels(clip, [2, *range(FRAMES)])  # t=0.2 s is frame 2
+    assert [r["frame"] for r in d["rows"]] == [2, *range(FRAMES)]
+    maps = np.load(npy)
+    np.testing.assert_allclose(maps, cosine(feats[2, 1, 2], np.concatenate([feats[2:3], feats])), atol=1e-5)
+    np.testing.assert_allclose(maps[3], maps[0], atol=1e-6)  # frame 2 again, as a target
+    # the sampling flags choose the target frames; a video alone as the query is its first frame
+    every = tmp_path / "every.npy"
+    d = ok("similar", clip, clip, "--every", "2", "--patch", "0,0", *model(tiny_dir), "--npy", every,
+           "--json").json()
+    assert d["images"] == frame_labels(clip, [0, 0, 2, 4])
+    np.testing.assert_allclose(np.load(every), cosine(feats[0, 0, 0], feats[[0, 0, 2, 4]]), atol=1e-5)
+    assert "--mutual compares two images" in fails(2, "similar", clip, clip, "--mutual", *model(tiny_dir))
+
+
+def test_an_unopenable_video_is_skipped_and_the_rest_is_done(tmp_path, tiny_dir, clip):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypisom" + b"\x00" * 64)
+    npy = tmp_path / "p.npy"
+    r = run_cli("pca", clip, broken, *model(tiny_dir), "--max-frames", "2", "--npy", npy, "--json")
+    assert r.exit_code == 1, r.stderr
+    assert f"Skipped: {broken}:" in r.stderr and "1 of 3 inputs could not be read" in r.stderr
+    d = r.json()
+    assert d["images"] == frame_labels(clip, [0, 1]) and d["skipped"][0]["source"] == str(broken)
+    assert np.load(npy).shape == (2, 4, 4, 3)
+    assert "no input is a video" in fails(2, "pca", IMAGES[0], *model(tiny_dir), "--fps", "2")
+    assert "--fit-first 7 is more than the 6 inputs" in fails(2, "pca", clip, *model(tiny_dir), "--fit-first", "7")
+
+
 @pytest.mark.parametrize("command", ["pca", "similar"])
 def test_help_first_line_and_example(command):
     r = run_cli(command, "--help")

@@ -42,6 +42,14 @@ class OutDtype(Choice):
     float16 = "float16"
 
 
+class Engine(Choice):
+    """Where `features -o FOLDER/` computes its shards: this process (torchrun ranks, --task job arrays), or a
+    Ray cluster (commands/features.py ENGINES)."""
+
+    local = "local"
+    ray = "ray"
+
+
 class Family(Choice):
     vit = "vit"
     deit = "deit"

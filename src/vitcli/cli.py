@@ -16,11 +16,12 @@ import typer
 from typer.core import TyperGroup
 
 from vitcli import __version__
-from vitcli.choices import ActDtype, Family, Method, Mode, OutDtype, PosReference, Preset, TokensPreset, value
+from vitcli.choices import ActDtype, Engine, Family, Method, Mode, OutDtype, PosReference, Preset, TokensPreset, value
 from vitcli.errors import VitcliError
 from vitcli.options import (
     BatchSizeOpt,
     CheckpointOpt,
+    CompileOpt,
     DeviceOpt,
     DtypeOpt,
     ForceOpt,
@@ -314,8 +315,14 @@ def task_option(text: str | None):
     if text is None:
         env = os.environ
         if "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
-            first = int(env.get("SLURM_ARRAY_TASK_MIN", 0))
-            return int(env["SLURM_ARRAY_TASK_ID"]) - first, int(env["SLURM_ARRAY_TASK_COUNT"])
+            first, step = int(env.get("SLURM_ARRAY_TASK_MIN", 0)), int(env.get("SLURM_ARRAY_TASK_STEP", 1))
+            i, n = (int(env["SLURM_ARRAY_TASK_ID"]) - first) // step, int(env["SLURM_ARRAY_TASK_COUNT"])
+            if not 0 <= i < n:
+                from vitcli.errors import UsageError
+
+                raise UsageError(f"SLURM_ARRAY_TASK_ID {env['SLURM_ARRAY_TASK_ID']} is not the {i}th of "
+                                 f"{n} tasks", hint="give --array a range (0-15 or 0-15:4), or --task I/N")
+            return i, n
         return None
     i, _, n = text.partition("/")
     if not (i.isdigit() and n.isdigit()):
@@ -347,6 +354,7 @@ def classify(
     start: StartOpt = None,
     end: EndOpt = None,
     max_frames: MaxFramesOpt = None,
+    compile: CompileOpt = False,
     force: ForceOpt = False,
     json: JsonOpt = False,
 ) -> int:
@@ -359,7 +367,8 @@ def classify(
 
     request = ClassifyRequest(
         inputs=tuple(inputs), model=model_request(model, checkpoint, num_classes, no_pretrained, device, dtype),
-        run=RunOptions(batch_size=batch_size, workers=workers, recursive=recursive), top_k=top_k, labels=labels,
+        run=RunOptions(batch_size=batch_size, workers=workers, recursive=recursive, compile=compile), top_k=top_k,
+        labels=labels,
         csv=csv, force=force, sampling=sampling(fps, every, start, end, max_frames))
     return emit(run_classify(request, console()), json)
 
@@ -395,6 +404,9 @@ def features(
     start: StartOpt = None,
     end: EndOpt = None,
     max_frames: MaxFramesOpt = None,
+    from_list: Annotated[Optional[str], typer.Option("--from-list", help="Inputs listed in a file, one per line "
+                                                     "(a folder's failed.txt retries what it lost).",
+                                                     show_default=False)] = None,
     lerobot: Annotated[Optional[str], typer.Option("--lerobot", help="A LeRobot dataset's local root folder "
                                                    "(v3.0 or v2.1 layout): every camera frame of its episodes.",
                                                    show_default=False)] = None,
@@ -419,6 +431,12 @@ def features(
     task: Annotated[Optional[str], typer.Option("--task", help="FOLDER/ output: compute only task I of N's share "
                                                 "of the shards (I/N; default from SLURM_ARRAY_TASK_ID/COUNT).",
                                                 show_default=False)] = None,
+    engine: Annotated[Engine, typer.Option("--engine", help="FOLDER/ output: compute the shards here (local), or "
+                                           "on a Ray cluster (ray: RAY_ADDRESS, `ray start`'s cluster, or a local "
+                                           "one; needs vitcli[ray]).", case_sensitive=False)] = Engine.local,
+    actors: Annotated[Optional[int], typer.Option("--actors", help="--engine ray: model actors, one GPU each "
+                                                  "where the cluster has GPUs (default: its GPUs, else 1).",
+                                                  show_default=False)] = None,
     checkpoint: CheckpointOpt = None,
     num_classes: NumClassesOpt = None,
     no_pretrained: NoPretrainedOpt = False,
@@ -427,6 +445,7 @@ def features(
     dtype: DtypeOpt = "float32",
     workers: WorkersOpt = None,
     recursive: RecursiveOpt = False,
+    compile: CompileOpt = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last complete "
                                          "batch (a FOLDER/ output always continues where it stopped).")] = False,
     force: ForceOpt = False,
@@ -449,10 +468,13 @@ def features(
         layers=tuple(layer) if layer else None, norm=norm, grid=grid, stop_early=stop_early, size=size,
         models=tuple(model_request(n, checkpoint, num_classes, no_pretrained, device, dtype, squash)
                      for n in (model or [None])),
-        run=RunOptions(batch_size=batch_size, workers=workers, recursive=recursive), out_dtype=value(out_dtype),
+        run=RunOptions(batch_size=batch_size, workers=workers, recursive=recursive, compile=compile),
+        out_dtype=value(out_dtype),
         force=force, resume=resume, sampling=sampling(fps, every, start, end, max_frames), lerobot=lerobot,
+        from_list=from_list,
         cameras=tuple(camera or ()), episodes=episodes, fuse_cameras=fuse_cameras, fast_decode=fast_decode,
-        gpu_decode=gpu_decode, decode_timeout=decode_timeout, shard_size=shard_size, task=task_option(task))
+        gpu_decode=gpu_decode, decode_timeout=decode_timeout, shard_size=shard_size, task=task_option(task),
+        engine=value(engine), actors=actors)
     return emit(run_features(request, console()), json)
 
 
@@ -625,21 +647,29 @@ def pca(
     fit_on: Annotated[Optional[list[str]], typer.Option("--fit-on", help="Fit the PCA on these images (files, "
                                                         "directories, globs; repeatable) and apply it to INPUTS.",
                                                         show_default=False)] = None,
-    fit_first: Annotated[Optional[int], typer.Option("--fit-first", help="Fit on the first K inputs and apply that "
-                                                     "fit to all of them.", show_default=False)] = None,
+    fit_first: Annotated[Optional[int], typer.Option("--fit-first", help="Fit on the first K inputs (video: the "
+                                                     "first K frames) and apply that fit to all of them.",
+                                                     show_default=False)] = None,
     foreground: Annotated[bool, typer.Option("--foreground", help="Split foreground from background by the first "
                                              "component; fit the colours on the foreground, background black.")
                           ] = False,
     threshold: Annotated[Optional[float], typer.Option("--threshold", help="--foreground: background where the "
                                                        "first component, scaled to [0, 1], is above this (default "
                                                        "0.35).", show_default=False)] = None,
-    out: PictureOpt = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Write the pictures: NAME.png one sheet; "
+                                               "NAME.gif or NAME.webp an animation, one frame per input; FOLDER/ "
+                                               "one PNG per input (0000.png ...).", show_default=False)] = None,
     mask: Annotated[Optional[str], typer.Option("--mask", help="Write the foreground mask picture (PNG); needs "
                                                 "--foreground.", show_default=False)] = None,
     npy: Annotated[Optional[str], typer.Option("--npy", help="Write the (N, gh, gw, C) components in [0, 1] "
                                                "(float32); with --foreground also NAME.mask.npy (N, gh, gw) bool.",
                                                show_default=False)] = None,
     size: TokenSizeOpt = None,
+    fps: FpsOpt = None,
+    every: EveryOpt = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
+    max_frames: MaxFramesOpt = None,
     checkpoint: CheckpointOpt = None,
     no_pretrained: NoPretrainedOpt = False,
     batch_size: BatchSizeOpt = 32,
@@ -661,14 +691,17 @@ def pca(
         inputs=tuple(inputs), model=model_request(model, checkpoint, None, no_pretrained, device, dtype), layer=layer,
         size=size, run=RunOptions(batch_size=batch_size, workers=workers, recursive=recursive), components=components,
         per_image=per_image, fit_on=tuple(fit_on or ()), fit_first=fit_first, foreground=foreground,
-        threshold=threshold, out=out, mask=mask, npy=npy, force=force)
+        threshold=threshold, out=out, mask=mask, npy=npy, force=force,
+        sampling=sampling(fps, every, start, end, max_frames))
     return emit(run_pca(request, console()), json)
 
 
 @app.command()
 def similar(
-    query: Annotated[str, typer.Argument(help="The query image.", show_default=False)],
-    targets: Annotated[Optional[list[str]], typer.Argument(help="Images to search (files, directories, globs).",
+    query: Annotated[str, typer.Argument(help="The query image, or a video frame: VIDEO@t=SECONDS or "
+                                         "VIDEO@frame=N (a video alone: its first frame).", show_default=False)],
+    targets: Annotated[Optional[list[str]], typer.Argument(help="Images and videos to search (every frame, or "
+                                                           "--fps/--every...; files, directories, globs).",
                                                            show_default=False)] = None,
     patch: Annotated[Optional[str], typer.Option("--patch", help="The query patch ROW,COL (0-based) on the query "
                                                  "image's patch grid.", show_default=False)] = None,
@@ -686,6 +719,11 @@ def similar(
                                                "--mutual: the (K, 5) pairs a_row, a_col, b_row, b_col, cosine.",
                                                show_default=False)] = None,
     size: TokenSizeOpt = None,
+    fps: FpsOpt = None,
+    every: EveryOpt = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
+    max_frames: MaxFramesOpt = None,
     checkpoint: CheckpointOpt = None,
     no_pretrained: NoPretrainedOpt = False,
     batch_size: BatchSizeOpt = 32,
@@ -706,7 +744,8 @@ def similar(
     request = SimilarRequest(
         query=query, targets=tuple(targets or ()), patch=patch, point=point, mutual=mutual, top_k=top_k,
         model=model_request(model, checkpoint, None, no_pretrained, device, dtype), layer=layer, size=size,
-        run=RunOptions(batch_size=batch_size, workers=workers, recursive=recursive), out=out, npy=npy, force=force)
+        run=RunOptions(batch_size=batch_size, workers=workers, recursive=recursive), out=out, npy=npy, force=force,
+        sampling=sampling(fps, every, start, end, max_frames))
     return emit(run_similar(request, console()), json)
 
 

@@ -32,6 +32,7 @@ from vitcli.errors import InputError
 from vitcli.inputs import Piece
 
 CPU_WORKER_NICENESS = 19
+AHEAD_BYTES = 512 * 2**20  # decoded pixels a pool may hold while it waits for the recipe (large photos)
 PIECE = 4  # images per unit of decoding work: smaller than a batch, so the first batch is spread over workers
 
 
@@ -101,14 +102,21 @@ def _pictures(piece: Piece, videos: dict, recipe: Callable[[], Recipe], wait_fir
         for k, item in enumerate(piece.items):
             at(k)
             try:
-                if wait_first and recipe().jpeg_bytes and _is_jpeg(item.source):
+                if wait_first and recipe().jpeg_bytes and item.member is None and _is_jpeg(item.source):
                     with open(item.source, "rb") as f:
                         yield k, Decoded(jpeg=f.read())
                     continue
                 draft = recipe().draft if wait_first and recipe().fast else None
-                yield k, open_image(item.source, draft=draft)
+                if item.member is not None:  # a tar member, read where it lies in the archive
+                    name, offset, size = item.member
+                    with open(item.source, "rb") as f:
+                        f.seek(offset)
+                        data = f.read(size)
+                    yield k, open_image(item.label(), draft=draft, data=data)
+                else:
+                    yield k, open_image(item.source, draft=draft)
             except InputError as e:
-                yield k, Decoded(error=e.message.removeprefix(f"{item.source}: "))
+                yield k, Decoded(error=e.message.removeprefix(f"{item.label()}: "))
             except OSError as e:
                 yield k, Decoded(error=f"cannot read ({e.strerror or e})")
         return
@@ -140,6 +148,7 @@ def _is_jpeg(path: str) -> bool:
 
 
 def _counted(pictures, opened):
+    """The pictures, counted in the pool's shared counter as they are decoded."""
     for got in pictures:
         if opened is not None:
             with opened.get_lock():
@@ -148,15 +157,14 @@ def _counted(pictures, opened):
 
 
 def decode_piece(piece: Piece, videos: dict, recipe: Callable[[], Recipe], wait_first: bool = True,
-                 opened=None, at=lambda k: None) -> Iterator[tuple[int, Decoded]]:
+                 opened=None, at=lambda k: None, pictures: list | None = None) -> Iterator[tuple[int, Decoded]]:
     """(k, Decoded) for each item of the piece. `recipe()` returns the recipe, blocking until it is known;
     `wait_first`: ask for it before decoding (else decode first, then ask). `opened`: a shared counter of
-    pictures decoded (before the recipe is applied); `at(k)`: called when work on item k begins."""
-    pictures = _pictures(piece, videos, recipe, wait_first, at)
-    if not wait_first and not piece.items[0].is_video:  # decode the piece's images now, resize when the recipe
-        pictures = list(_counted(pictures, opened))   # comes (a video's frames wait one at a time)
-        opened = None
-    for k, got in _counted(pictures, opened):
+    pictures decoded (before the recipe is applied); `at(k)`: called when work on item k begins. `pictures`:
+    the piece's pictures already decoded (`decode_ahead`)."""
+    if pictures is None:
+        pictures = _counted(_pictures(piece, videos, recipe, wait_first, at), opened)
+    for k, got in pictures:
         if isinstance(got, Decoded):
             yield k, got
             continue
@@ -169,14 +177,33 @@ def decode_piece(piece: Piece, videos: dict, recipe: Callable[[], Recipe], wait_
 
 # ---- worker processes ------------------------------------------------------------------------------------------
 
-def _worker(conn, videos: dict, niceness: int, eager: bool, opened=None) -> None:
+def _die_with_parent() -> None:
+    """On Linux, have the kernel kill this worker when the process that started it dies (even by SIGKILL), so
+    no orphan keeps decoding, or keeps the parent's stdout open, after a killed run."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
+def _worker(conn, videos: dict, niceness: int, eager: bool, opened=None, inherited=(), workers: int = 1) -> None:
     """Receive ("recipe", Recipe), ("piece", id, Piece) and ("stop",); send ("item", id, k, Decoded) per item
     and ("done", id) per piece. `eager`: a piece that arrives before the recipe is decoded at once and its
-    pictures wait for the recipe (not for fast or GPU decoding, which need the recipe to decode)."""
+    pictures wait for the recipe (not for fast or GPU decoding, which need the recipe to decode). `inherited`:
+    the pool's ends of the pipes, which a forked worker closes so each pipe closes when its owner dies."""
+    _die_with_parent()
+    for c in inherited:
+        c.close()
     if niceness and hasattr(os, "nice"):
         os.nice(niceness)
     state: dict = {"recipe": None}
-    queue: deque = deque()
+    queue: deque = deque()  # (piece id, Piece), in the order given
+    ahead: dict = {}  # piece id -> [(k, picture or Decoded)]: decoded before the recipe came
+    room = [AHEAD_BYTES // max(1, workers)]  # bytes of decoded pixels this worker may still hold ahead
 
     def handle(msg) -> None:
         if msg[0] == "recipe":
@@ -191,20 +218,41 @@ def _worker(conn, videos: dict, niceness: int, eager: bool, opened=None) -> None
             handle(conn.recv())
         return state["recipe"]
 
+    def decode_ahead() -> None:
+        """While the models load: decode the images of every piece in hand (not resizing: that needs the
+        recipe), as long as there is room, so the first batches are ready when the model is."""
+        for pid, piece in list(queue):
+            if pid in ahead or piece.items[0].is_video or room[0] <= 0 or conn.poll():
+                continue
+            at = lambda k, pid=pid: conn.send(("at", pid, k))  # noqa: E731
+            ahead[pid] = list(_counted(_pictures(piece, videos, recipe, False, at), opened))
+            room[0] -= _pixel_bytes(ahead[pid])
+
     try:
         while True:
-            while not queue:
+            if not queue:
                 handle(conn.recv())
+                continue
+            if eager and state["recipe"] is None:  # the models are loading: decode ahead, wait for the recipe
+                decode_ahead()
+                if state["recipe"] is None:
+                    handle(conn.recv())
+                continue
             pid, piece = queue.popleft()
-            wait_first = state["recipe"] is not None or not eager
+            pictures = ahead.pop(pid, None)
+            room[0] += _pixel_bytes(pictures or [])
             at = lambda k, pid=pid: conn.send(("at", pid, k))  # noqa: E731 — which item is in hand, for timeouts
-            for k, out in decode_piece(piece, videos, recipe, wait_first=wait_first, opened=opened, at=at):
+            for k, out in decode_piece(piece, videos, recipe, opened=opened, at=at, pictures=pictures):
                 conn.send(("item", pid, k, out))
                 while conn.poll():  # take in what arrived meanwhile (the recipe, more pieces)
                     handle(conn.recv())
             conn.send(("done", pid))
     except (EOFError, KeyboardInterrupt, BrokenPipeError):
         pass
+
+
+def _pixel_bytes(pictures) -> int:
+    return sum(got.image.width * got.image.height * 3 for _, got in pictures if not isinstance(got, Decoded))
 
 
 last_pool: DecodePool | None = None  # the pool started last in this process (to observe it, as tests do)
@@ -216,8 +264,9 @@ class _Slot:
 
     proc: object
     conn: object
-    pieces: deque = field(default_factory=deque)  # [piece id, Piece, items received, item in hand]
+    pieces: deque = field(default_factory=deque)  # [piece id, Piece, items received]
     since: float = 0.0  # when it last reported progress
+    in_hand: tuple[int, int] | None = None  # (piece id, item) it said it is working on
 
 
 class DecodePool:
@@ -236,7 +285,7 @@ class DecodePool:
         self._slots: list[_Slot] = []
         self._ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
         self._pending: Iterator[Piece] = iter(())
-        self._first: int | None = None
+        self._order: deque = deque()  # (start, length) of each piece handed out, in the order to yield
         self._next_id = 0
         self._in_flight: dict[int, Piece] = {}  # piece id -> piece, given and not done
         self._store: dict[int, Decoded] = {}  # position -> outcome, not yet yielded
@@ -255,8 +304,9 @@ class DecodePool:
 
     def _spawn(self) -> _Slot:
         parent, child = self._ctx.Pipe()
-        proc = self._ctx.Process(target=_worker, args=(child, self.videos, self.niceness, self.eager, self.opened),
-                                 daemon=True)
+        inherited = (parent, *(s.conn for s in self._slots)) if self._ctx.get_start_method() == "fork" else ()
+        proc = self._ctx.Process(target=_worker, args=(child, self.videos, self.niceness, self.eager, self.opened,
+                                                       inherited, self.workers), daemon=True)
         proc.start()
         child.close()
         if self.recipe is not None:
@@ -292,10 +342,7 @@ class DecodePool:
     # -- work --
     def prime(self, pieces: Iterable[Piece]) -> None:
         """Take the pieces to decode and hand out the first ones now, so decoding starts at once."""
-        pieces = iter(pieces)
-        first = next(pieces, None)
-        self._first = None if first is None else first.start
-        self._pending = itertools.chain([first] if first else [], pieces)
+        self._pending = iter(pieces)
         self._fill()
 
     def _fill(self) -> None:
@@ -307,6 +354,7 @@ class DecodePool:
                 piece = next(self._pending, None)
                 if piece is None:
                     return
+                self._order.append((piece.start, len(piece.items)))
                 self._give(s, piece)
 
     def _give(self, s: _Slot, piece: Piece) -> None:
@@ -315,7 +363,7 @@ class DecodePool:
         self._in_flight[pid] = piece
         if not s.pieces:
             s.since = time.monotonic()
-        s.pieces.append([pid, piece, 0, 0])
+        s.pieces.append([pid, piece, 0])
         s.conn.send(("piece", pid, piece))
 
     def run(self) -> Iterator[tuple[int, Decoded]]:
@@ -323,14 +371,18 @@ class DecodePool:
         if not self._slots:
             yield from self._inline()
             return
-        position = self._first
         while True:
-            while position in self._store:
+            while not self._order:  # more pieces, as the ones handed out come back
+                self._fill()
+                if not self._order and not self._in_flight:
+                    return
+                if not self._order:
+                    self._receive()
+            start, n = self._order.popleft()
+            for position in range(start, start + n):
+                while position not in self._store:
+                    self._receive()
                 yield position, self._store.pop(position)
-                position += 1
-            if not self._in_flight:
-                return
-            self._receive()
 
     def _inline(self) -> Iterator[tuple[int, Decoded]]:
         def recipe() -> Recipe:
@@ -368,7 +420,7 @@ class DecodePool:
     def _file(self, s: _Slot, msg) -> None:
         now = time.monotonic()
         if msg[0] == "at":
-            s.pieces[0][3] = msg[2]
+            s.in_hand = (msg[1], msg[2])
         elif msg[0] == "item":
             _, pid, k, out = msg
             entry = s.pieces[0]  # pieces come back in the order they were given
@@ -387,16 +439,19 @@ class DecodePool:
         s.proc.kill()
         s.proc.join()
         s.conn.close()
-        pid, piece, done, stuck = s.pieces.popleft()
-        del self._in_flight[pid]
-        stuck = max(done, stuck)  # the item in hand (decoding, or a picture decoded ahead being resized)
+        entries = list(s.pieces)
+        hand = next(((e, s.in_hand[1]) for e in entries if s.in_hand and e[0] == s.in_hand[0]), None)
+        first = entries[0]
+        entry, stuck = hand if hand is not None and hand[1] >= hand[0][2] else (first, first[2])
+        piece = entry[1]
         self._store[piece.start + stuck] = Decoded(error=reason, frame=piece.items[stuck].frame)
         self.decoded += 1
-        rest = [Piece(piece.start + a, piece.items[a:b]) for a, b in ((done, stuck), (stuck + 1, len(piece.items)))
-                if a < b]
-        for other_pid, other, _, _ in s.pieces:
-            del self._in_flight[other_pid]
-            rest.append(other)
+        rest = []  # every item not yet back, but the one in hand, to a fresh worker
+        for pid, p, done in entries:
+            del self._in_flight[pid]
+            cut = stuck if p is piece else None
+            runs = ((done, cut), (cut + 1, len(p.items))) if cut is not None else ((done, len(p.items)),)
+            rest += [Piece(p.start + a, p.items[a:b]) for a, b in runs if a < b]
         fresh = self._spawn()
         self._slots[self._slots.index(s)] = fresh
         for p in rest:
@@ -411,7 +466,11 @@ def start(items, videos: dict, ranges, batch_size: int, workers: int | None = No
 
     todo = sum(b - a for a, b in ranges) * group
     n = default_workers(todo, batch_size * group) if workers is None else workers
-    pool = DecodePool(n, videos, niceness=CPU_WORKER_NICENESS if on_cpu else 0, timeout=timeout, eager=eager)
+    if timeout is not None:
+        n = max(n, 1)  # only a worker can be abandoned
+    depth = max(2, -(-batch_size * group // (PIECE * max(1, n))) + 1)  # a first batch in hand, and one more piece
+    pool = DecodePool(n, videos, niceness=CPU_WORKER_NICENESS if on_cpu else 0, depth=depth, timeout=timeout,
+                      eager=eager)
     pool.start()
     pool.prime(itertools.chain.from_iterable(pieces(items, PIECE, videos, a * group, b * group) for a, b in ranges))
     return pool

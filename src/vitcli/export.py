@@ -43,6 +43,11 @@ def write_json_atomic(path: Path, data: dict) -> None:
         tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def write_lines_atomic(path: Path, lines: list[str]) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+
+
 @dataclass
 class ResumeState:
     """How far a run got: rows consumed (`next_input`), rows written, rows skipped (each with its `position`

@@ -62,25 +62,34 @@ class _NotDrafted(Exception):
     """PIL's draft gave another size than the DCT scale asked for: open the file again, exactly."""
 
 
-def open_image(path: str | Path, draft: Callable[[Pair], int] | None = None) -> LoadedImage:
+def open_image(path: str | Path, draft: Callable[[Pair], int] | None = None, data: bytes | None = None
+               ) -> LoadedImage:
     """Open `path` as RGB with EXIF orientation applied; raise InputError with the reason otherwise.
 
     Multi-frame files (GIF, TIFF, WebP) give their first frame. `draft`: for a JPEG, called before decoding
     with its (h, w) after EXIF orientation; a return of 2, 4 or 8 decodes it at that fraction of its size
-    (DCT scaling; `vitcli.preprocess.draft_scale`).
+    (DCT scaling; `vitcli.preprocess.draft_scale`). `data`: the file's bytes (a member of a tar archive), then
+    `path` only names it.
     """
+    import io
+
     p = Path(path)
     name = str(path)
-    if not p.exists():
-        raise InputError(f"{name}: no such file", hint="check the path")
-    if p.is_dir():
-        raise InputError(f"{name}: is a directory", hint="give image files, or a directory where inputs are expected")
-    if p.stat().st_size == 0:
-        raise InputError(f"{name}: empty file", hint="the file has no bytes; re-export or re-download it")
+    if data is None:
+        if not p.exists():
+            raise InputError(f"{name}: no such file", hint="check the path")
+        if p.is_dir():
+            raise InputError(f"{name}: is a directory",
+                             hint="give image files, or a directory where inputs are expected")
+        if p.stat().st_size == 0:
+            raise InputError(f"{name}: empty file", hint="the file has no bytes; re-export or re-download it")
+    elif not data:
+        raise InputError(f"{name}: empty file", hint="the archive member has no bytes")
+    source = p if data is None else io.BytesIO(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(p) as img:
+            with Image.open(source) as img:
                 fmt, mode, (w, h) = img.format, img.mode, img.size
                 frames = getattr(img, "n_frames", 1)
                 img.seek(0)
@@ -102,7 +111,7 @@ def open_image(path: str | Path, draft: Callable[[Pair], int] | None = None) -> 
                 rgb, conv = _to_rgb(oriented)
                 rgb.load()
     except _NotDrafted:
-        return open_image(path)
+        return open_image(path, data=data)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise InputError(f"{name}: too many pixels ({e})".replace("\n", " "),
                          hint="PIL's decompression-bomb limit protects memory; raise PIL.Image.MAX_IMAGE_PIXELS "

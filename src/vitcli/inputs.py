@@ -11,6 +11,7 @@ or a run of frames of one video cut at keyframes), which `vitcli.decode` hands t
 from __future__ import annotations
 
 import glob
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +25,11 @@ IMAGE_SUFFIXES = frozenset(
 VIDEO_SUFFIXES = frozenset(".mp4 .m4v .mov .qt .mkv .webm .avi".split())  # vitcli.video.VIDEO_SUFFIXES
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Item:
-    """One picture a row is made from: an image file, or frame `frame` (display order, at `time` seconds) of
-    the video `source`; LeRobot frames also carry their `episode`, `camera` and the dataset's global `index`."""
+    """One picture a row is made from: an image file; frame `frame` (display order, at `time` seconds) of the
+    video `source` (LeRobot frames also carry their `episode`, `camera` and the dataset's global `index`); or
+    a member of the tar archive `source` (`member`: its name, data offset and size in the archive)."""
 
     source: str
     frame: int | None = None
@@ -36,20 +38,39 @@ class Item:
     camera: str | None = None
     index: int | None = None
     timestamp: float | None = None  # LeRobot: time within the episode (s)
+    member: tuple[str, int, int] | None = None  # tar: (name, data offset, size)
 
     @property
     def is_video(self) -> bool:
         return self.frame is not None
 
+    @property
+    def key(self) -> str | None:
+        """A tar member's WebDataset key: its name up to the first dot of its last component."""
+        if self.member is None:
+            return None
+        head, _, tail = self.member[0].rpartition("/")
+        return (head + "/" if head else "") + tail.split(".", 1)[0]
+
+    @property
+    def origin(self) -> str:
+        """The file a skip entry names: the path (with the frame apart), or archive.tar::member."""
+        return self.label() if self.member is not None else self.source
+
     def label(self) -> str:
-        """How a person names it: the path, or path@frame=N."""
+        """How a person (and --from-list) names it: the path, path@frame=N, or archive.tar::member."""
+        if self.member is not None:
+            return f"{self.source}::{self.member[0]}"
         return self.source if self.frame is None else f"{self.source}@frame={self.frame}"
 
     def row(self) -> dict:
-        """The sidecar's description of this row: source, frame, time (+ LeRobot's episode, camera, index)."""
+        """The sidecar's description of this row: source, frame, time (+ LeRobot's episode, camera, index;
+        a tar member's tar and key)."""
         d = {"source": self.source, "frame": self.frame, "time": self.time}
         if self.episode is not None:
             d.update(episode=self.episode, camera=self.camera, index=self.index, timestamp=self.timestamp)
+        if self.member is not None:
+            d.update(tar=self.source, key=self.key, member=self.member[0])
         return d
 
 
@@ -74,19 +95,42 @@ def _video():
 
 def _files_in(folder: Path, recursive: bool) -> list[str]:
     found = folder.rglob("*") if recursive else folder.iterdir()
-    suffixes = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+    suffixes = IMAGE_SUFFIXES | VIDEO_SUFFIXES | {".tar"}
     return sorted(str(p) for p in found if p.is_file() and p.suffix.lower() in suffixes)
+
+
+def braces(text: str) -> list[str]:
+    """Expand WebDataset-style brace patterns: `data-{000..099}.tar` (numeric ranges, zero padding kept) and
+    `{a,b}` lists; several braces multiply out, in order."""
+    m = _BRACE.search(text)
+    if not m:
+        return [text]
+    body, out = m.group(1), []
+    rng = _RANGE.fullmatch(body)
+    if rng:
+        lo, hi = rng.group(1), rng.group(2)
+        width = len(lo) if lo.startswith("0") or len(lo) == len(hi) else 0
+        options = [str(i).zfill(width) for i in range(int(lo), int(hi) + 1)]
+    else:
+        options = body.split(",")
+    for opt in options:
+        out += braces(text[:m.start()] + opt + text[m.end():])
+    return out
+
+
+_BRACE = re.compile(r"\{([^{}]*(?:,|\.\.)[^{}]*)\}")
+_RANGE = re.compile(r"(\d+)\.\.(\d+)")
 
 
 def expand(inputs: Sequence[str], recursive: bool = False) -> list[str]:
     """Files kept as given (a bad one is reported later, not dropped here); a directory gives its images and
-    videos sorted by path (`recursive`: its whole tree); a pattern with * ? [ gives its matches, sorted.
-    Duplicates removed, first occurrence kept."""
+    videos sorted by path (`recursive`: its whole tree); a pattern with * ? [ gives its matches, sorted;
+    braces `{000..099}` and `{a,b}` expand first. Duplicates removed, first occurrence kept."""
     if not inputs:
         raise UsageError("give at least one image, video, directory or glob pattern",
                          hint="e.g. vitcli classify photo.jpg")
     out: list[str] = []
-    for item in inputs:
+    for item in (b for given in inputs for b in braces(given)):
         p = Path(item)
         if p.is_dir():
             found = _files_in(p, recursive)
@@ -121,13 +165,68 @@ def looks_like_video(path: str) -> bool:
     return sniff_container(head) is not None
 
 
+def from_list(path: str) -> list[str]:
+    """The inputs listed in a file, one per line (blank lines and lines starting with # ignored): paths,
+    directories, patterns, VIDEO@frame=N, ARCHIVE.tar::MEMBER — what `failed.txt` lists for a retry."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [s for line in f if (s := line.strip()) and not s.startswith("#")]
+    except OSError as e:
+        raise InputError(f"--from-list {path}: cannot read ({e.strerror or e})", hint="check the path") from e
+
+
+def tar_items(path: str) -> list[Item]:
+    """The images of a tar archive (WebDataset shard) in archive order, each located by its data offset, so
+    a worker reads it directly (headers are read once, here)."""
+    import tarfile
+
+    try:
+        with tarfile.open(path, "r:") as tar:  # uncompressed: members can be read at their offsets
+            return [Item(path, member=(m.name, m.offset_data, m.size)) for m in tar
+                    if m.isfile() and Path(m.name).suffix.lower() in IMAGE_SUFFIXES]
+    except (tarfile.TarError, OSError) as e:
+        raise InputError(f"{path}: cannot read this tar archive ({e})",
+                         hint="give uncompressed .tar shards (WebDataset's format)") from e
+
+
 def collect(inputs: Sequence[str], recursive: bool = False, sampling=None) -> Collected:
     """Items of every input in order: one per image, one per sampled frame of each video (`sampling`: a
-    `vitcli.video.Sampling`; default every frame). A video that cannot be opened is skipped, not fatal."""
+    `vitcli.video.Sampling`; default every frame), one per image in each tar archive; `VIDEO@frame=N` and
+    `ARCHIVE.tar::MEMBER` name single items. An input that cannot be opened is skipped, not fatal."""
     items: list[Item] = []
     skipped: list[Skipped] = []
     videos: dict = {}
+    tars: dict[str, dict] = {}
     for path in expand(inputs, recursive):
+        if "::" in path and not Path(path).exists():  # one member of an archive
+            tar, _, name = path.partition("::")
+            try:
+                found = tars.setdefault(tar, {it.member[0]: it for it in tar_items(tar)}).get(name)
+            except InputError as e:
+                skipped.append(Skipped(path, e.message.removeprefix(f"{tar}: "), rows=0))
+                continue
+            items.append(found) if found else skipped.append(Skipped(path, "no such member in the archive", rows=0))
+            continue
+        if "@" in path and not Path(path).exists():  # one frame of a video
+            video = _video()
+            source, t, frame = video.parse_frame_ref(path)
+            try:
+                info = videos.get(source) or video.probe(source)
+                index = info.index_at(t) if t is not None else frame
+                if not 0 <= index < info.frame_count:
+                    raise InputError(f"{source}: frame {index} does not exist ({info.frame_count} frames)")
+            except InputError as e:
+                skipped.append(Skipped(path, e.message.removeprefix(f"{source}: "), rows=0))
+                continue
+            videos[source] = info
+            items.append(Item(source, index, float(info.time_of(index))))
+            continue
+        if Path(path).suffix.lower() == ".tar":
+            try:
+                items += tar_items(path)
+            except InputError as e:
+                skipped.append(Skipped(path, e.message.removeprefix(f"{path}: "), rows=0))
+            continue
         if not looks_like_video(path):
             items.append(Item(path))
             continue
@@ -202,7 +301,8 @@ def pieces(items: Sequence[Item], size: int, videos: dict | None = None, start: 
         first = items[i]
         j = i + 1
         if not first.is_video:
-            while j < stop and j - i < size and not items[j].is_video:
+            while j < stop and j - i < size and not items[j].is_video and (items[j].member is None) == (
+                    first.member is None):
                 j += 1
         else:
             info = videos.get(first.source)

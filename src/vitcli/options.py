@@ -52,3 +52,5 @@ RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", help="Search di
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite outputs that already exist.")]
 PictureOpt = Annotated[Optional[str], typer.Option("--out", "-o", help="Write the picture (PNG).", show_default=False)]
 NpyOpt = Annotated[Optional[str], typer.Option("--npy", help="Write the numbers (.npy).", show_default=False)]
+CompileOpt = Annotated[bool, typer.Option("--compile", help="Run the model through torch.compile (compiled on the "
+                                          "first batch of each shape; the first batch's time is reported).")]

@@ -428,7 +428,9 @@ def render_classify(result) -> None:
         images = [p.image for p in result.predictions]
         folder = os.path.commonpath(images) if all(os.path.isabs(i) == os.path.isabs(images[0]) for i in images) else ""
         folder = folder if folder and folder not in images else ""
-        t = table(f"{len(images)} images" + (f" in {folder}" if folder else ""), "image", "top-1", "prob", "next",
+        noun = "frames" if all(p.frame is not None for p in result.predictions) else (
+            "images" if all(p.frame is None for p in result.predictions) else "images and frames")
+        t = table(f"{len(images)} {noun}" + (f" in {folder}" if folder else ""), "image", "top-1", "prob", "next",
                   right_from=2)
         t.columns[3].justify = "left"
         t.columns[1].no_wrap = True
@@ -459,7 +461,8 @@ def render_features(result) -> None:
     shape = d["shape"] if "shape" in d else [d["rows_written"], *d["row_shape"]]
     where = (f"{result.out}  shape ({', '.join(map(str, shape))}) {d['dtype']}, axes ({', '.join(d['axes'])})"
              if "shards" not in d else
-             f"{result.out}  {d['shard_count']} shards of up to {d['shard_rows']:,} rows, "
+             f"{result.out}  {d['shard_count']} shard{'s' if d['shard_count'] != 1 else ''} of up to "
+             f"{d['shard_rows']:,} rows, "
              f"({', '.join(map(str, shape))}) {d['dtype']} in all, axes ({', '.join(d['axes'])})"
              + ("" if d["complete"] else f"; {sum(not s['complete'] for s in d['shards'])} shards still to compute"))
     rows = [("wrote", where),
@@ -617,14 +620,14 @@ def render_inspect(result) -> None:
 @renders("PcaResult")
 def render_pca(result) -> None:
     m, r, tok = result.model, result.result, result.tokens
-    fitted = {"joint": f"jointly on all {len(result.fit_images)} images",
-              "per-image": "one PCA per image",
-              "fit-on": f"on {len(result.fit_images)} other image{'s' if len(result.fit_images) != 1 else ''} "
-                        "(--fit-on)",
-              "fit-first": f"on the first {len(result.fit_images)} image"
-                           f"{'s' if len(result.fit_images) != 1 else ''} (--fit-first)"}[r.mode]
+    noun, k = getattr(result, "noun", "images"), len(result.fit_images)
+    one = noun[:-1] + ("s" if k != 1 else "")
+    fitted = {"joint": f"jointly on all {k} {noun}",
+              "per-image": f"one PCA per {noun[:-1]}",
+              "fit-on": f"on {k} other input{'s' if k != 1 else ''} (--fit-on)",
+              "fit-first": f"on the first {k} {one} (--fit-first), applied to all"}[r.mode]
     rows = [("model", f"{m.name} ({m.weights})"), ("tokens", tok["description"]),
-            ("images", f"{len(result.images)} read, {len(result.skipped)} skipped"), ("fitted", fitted)]
+            (noun, f"{len(result.images)} read, {len(result.skipped)} skipped"), ("fitted", fitted)]
     con = out()
     facts(rows)
     t = table(None, "fit", *[f"PC{i + 1}" for i in range(r.maps.shape[-1])], "patches")
@@ -639,6 +642,11 @@ def render_pca(result) -> None:
                   f"{rule.threshold:g}, sign chosen so the larger part is background)")
     for k, v in result.outputs.items():
         con.print(f"wrote {k.replace('_', ' ')}: {escape(v)}")
+    rp = getattr(result, "row_pictures", None)
+    if rp and rp["kind"] == "animation":
+        con.print(f"animation: {rp['frames']} frames at {rp['fps']:g} fps ({rp['frame_ms']} ms each)")
+    elif rp:
+        con.print(f"one picture per {noun[:-1]}: {len(rp['files'])} PNG files")
     if not m.pretrained:
         con.print("random weights (--no-pretrained): the colours show the pipeline, not what a trained ViT learned")
 
@@ -699,3 +707,13 @@ def render_explore(result) -> None:
              ("parts", parts)]
     facts(rows + [("note", n) for n in result.notes])
     out().print("Open it in any browser: everything is inside the file, nothing is loaded from the network.")
+
+
+@renders("MergeResult")
+def render_merge(result) -> None:
+    d = result.sidecar_data
+    lost = sum(max(1, s.get("rows", 1)) for s in d["skipped"])
+    facts([("wrote", f"{result.out}  shape ({', '.join(map(str, d['shape']))}) {d['dtype']}, from {result.shards} "
+                     f"shards"),
+           ("sidecar", result.sidecar),
+           ("rows", f"{d['shape'][0]:,} written of {d['rows_in']:,}, {lost:,} skipped")])

@@ -53,6 +53,7 @@ class RunOptions:
     batch_size: int = 32
     workers: int | None = None  # None: automatic
     recursive: bool = False
+    compile: bool = False  # torch.compile the model (compiled once per batch shape)
 
     def __post_init__(self):
         at_least("--batch-size", self.batch_size, 1)

@@ -377,36 +377,6 @@ def _captum_method(method: str, x: torch.Tensor, tgt: Target, lay: Layout, opts:
     return lay.patch_reduce(attr, "mean"), extras
 
 
-@contextmanager
-def _attention_in_graph(module: torch.nn.Module, blocks: list[int]):
-    """Yield block -> (B, heads, T, T) attention probabilities that stay in the graph and keep their .grad."""
-    seen: dict[int, torch.Tensor] = {}
-    hooks, fused = [], {}
-
-    def keep(b):
-        def hook(mod, inputs, out):
-            if out.requires_grad:
-                out.retain_grad()
-            seen[b] = out
-        return hook
-
-    for b in blocks:
-        attn = module.blocks[b].attn
-        if not (hasattr(attn, "fused_attn") and hasattr(attn, "attn_drop")):
-            raise ModelError(f"block {b} uses {type(attn).__name__}, whose attention vitcli cannot read",
-                             hint="use a timm ViT with standard attention (ViT, DeiT, DINOv2, SigLIP, CLIP)")
-        fused[b] = attn.fused_attn
-        attn.fused_attn = False
-        hooks.append(attn.attn_drop.register_forward_hook(keep(b)))
-    try:
-        yield seen
-    finally:
-        for h in hooks:
-            h.remove()
-        for b, f in fused.items():
-            module.blocks[b].attn.fused_attn = f
-
-
 def _readout(rolled: np.ndarray, lay: Layout) -> np.ndarray:
     """(T, T) rollout -> (gh, gw): the row(s) of the pooled token(s), patch columns."""
     p = lay.prefix
@@ -425,11 +395,11 @@ def _rollout_method(method: str, module: torch.nn.Module, x: torch.Tensor, tgt: 
             module.forward_features(x)
         mats = [seen[b][0][0].cpu().numpy() for b in blocks]  # (heads, T, T) each
     else:
-        with _attention_in_graph(module, blocks) as seen:
+        with recording_attention(module, blocks, in_graph=True) as seen:
             tgt.scorer(x)[0, tgt.index].backward()
         mats = []
         for b in blocks:
-            a = seen[b]
+            a = seen[b][-1]
             if a.grad is None:
                 raise ModelError(f"block {b}'s attention got no gradient from the target")
             weighted = (a.detach() * a.grad)[0].double().mean(dim=0).clamp(min=0)  # (T, T): heads averaged, >= 0

@@ -66,7 +66,14 @@ class Extractor:
             return patches.mean(dim=1)
         return patches.reshape(t.shape[0], *self.grid, t.shape[-1]) if self.req.grid else patches
 
+    def compile(self) -> None:
+        """Run through torch.compile from now on (compiled on the first batch of each shape)."""
+        self._compiled = torch.compile(self._tokens, dynamic=False)
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (getattr(self, "_compiled", None) or self._tokens)(x)
+
+    def _tokens(self, x: torch.Tensor) -> torch.Tensor:
         m = self.model.module
         if self.layers is None:
             tokens = m.forward_features(x)  # (B, T, D), after the final norm
@@ -98,7 +105,7 @@ def fused_row_shape(extractors: list[Extractor]) -> tuple[int, ...]:
 
 def extract(extractors: list[Extractor], pool, recipe, items, write, start: int = 0, stop: int | None = None,
             batch_size: int = 32, progress: Progress | None = None, group: int = 1,
-            ranges: list[tuple[int, int]] | None = None) -> None:
+            ranges: list[tuple[int, int]] | None = None, timing: dict | None = None) -> None:
     """Run rows of `items` (decoded by `pool`, a started `vitcli.decode.DecodePool` primed with exactly these
     rows) through every extractor, in batches at fixed positions (multiples of `batch_size` from row 0).
 
@@ -106,22 +113,29 @@ def extract(extractors: list[Extractor], pool, recipe, items, write, start: int 
     `group` pictures go through the models and are concatenated along channels, camera-major (camera 0's
     channels of every model, then camera 1's...). After each batch:
     `write(rows (k, *row_shape) numpy float32 or None, next_row, skipped dicts with their "position")`.
+    `timing`: filled with the seconds the first batch took in the models (`first_batch_s`: with torch.compile,
+    the compilation).
     """
+    import time
+
     from vitcli.backend.pipeline import batches
 
     progress = progress or Progress()
-    ranges = ranges or [(start, len(items) // group if stop is None else stop)]
+    ranges = [(start, len(items) // group if stop is None else stop)] if ranges is None else ranges
     device = torch.device(extractors[0].model.info.device)
     dtype = extractors[0].model.info.dtype
     progress.start(sum(b - a for a, b in ranges), "features")
     with torch.inference_mode():
         for batch in batches(pool, recipe, batch_size, device, ranges, group):
-            skipped = [{**Skipped(items[pos].source, out.error, items[pos].frame).to_dict(), "position": pos // group}
+            skipped = [{**Skipped(items[pos].origin, out.error, items[pos].frame).to_dict(), "position": pos // group}
                        for pos, out in batch.failures]
             rows = None
             if batch.tensors is not None:
+                t = time.perf_counter()
                 with autocast(device, dtype):
                     parts = [e(x) for e, x in zip(extractors, batch.tensors)]
+                if timing is not None and "first_batch_s" not in timing:
+                    timing["first_batch_s"] = time.perf_counter() - t
                 out = torch.cat(parts, dim=-1)  # (B * group, *row_shape)
                 if group > 1:  # cameras of a row side by side along channels
                     out = out.reshape(-1, group, *out.shape[1:]).movedim(1, -2).flatten(-2)

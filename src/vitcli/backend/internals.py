@@ -54,10 +54,22 @@ class Attention:
 
 
 @contextmanager
-def recording_attention(module: torch.nn.Module, blocks: list[int]):
-    """Yield a dict block -> list of (B, heads, T, T) probabilities recorded during forwards inside."""
+def recording_attention(module: torch.nn.Module, blocks: list[int], in_graph: bool = False):
+    """Yield a dict block -> list of (B, heads, T, T) probabilities recorded during forwards inside.
+
+    timm's fused attention is switched off for those blocks (and back afterwards, even on failure) so its own
+    unfused path computes the probabilities, recorded where they leave `attn_drop`. `in_graph`: keep them in
+    the autograd graph with their `.grad` retained (gradient methods), instead of detached float copies."""
     seen: dict[int, list] = {b: [] for b in blocks}
     hooks, fused = [], {}
+
+    def record(b):
+        def hook(mod, inputs, out):
+            if in_graph and out.requires_grad:
+                out.retain_grad()
+            seen[b].append(out if in_graph else out.detach().float())
+        return hook
+
     for b in blocks:
         attn = module.blocks[b].attn
         if not (hasattr(attn, "fused_attn") and hasattr(attn, "attn_drop")):
@@ -65,7 +77,7 @@ def recording_attention(module: torch.nn.Module, blocks: list[int]):
                              hint="use a timm ViT with standard attention (ViT, DeiT, DINOv2, SigLIP, CLIP)")
         fused[b] = attn.fused_attn
         attn.fused_attn = False
-        hooks.append(attn.attn_drop.register_forward_hook(lambda m, i, o, b=b: seen[b].append(o.detach().float())))
+        hooks.append(attn.attn_drop.register_forward_hook(record(b)))
     try:
         yield seen
     finally:

@@ -74,7 +74,7 @@ def run_classify(req: ClassifyRequest, ui: Reporter = SILENT) -> ClassifyResult:
         recipe = recipe_for([model.info.data_config])
         pool.set_recipe(recipe)
         predictions, skipped = classify(model, pool, recipe, items, labels, req.top_k, req.run.batch_size,
-                                        ui.progress())
+                                        ui.progress(), compile=req.run.compile)
     finally:
         pool.close()
     if req.csv:

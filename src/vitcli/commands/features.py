@@ -25,6 +25,7 @@ from vitcli.results import Outcome, Skipped, collapse
 from vitcli.units import human_bytes
 
 OUT_DTYPES = ("float32", "float16")
+ENGINES = ("local", "ray")
 SHARD_BYTES = 2**30  # a directory's shards hold about this much each, by default
 
 
@@ -67,6 +68,7 @@ class FeaturesRequest:
     resume: bool = False
     preset: str | None = None
     sampling: Sampling = Sampling()
+    from_list: str | None = None  # a file of inputs, one per line
     lerobot: str | None = None  # a LeRobot dataset's root folder
     cameras: tuple[str, ...] = ()
     episodes: str | None = None  # "0-9,12"
@@ -76,6 +78,8 @@ class FeaturesRequest:
     decode_timeout: float | None = None
     shard_size: int | None = None  # rows per shard of a directory output (default: ~1 GiB)
     task: tuple[int, int] | None = None  # (i, n): this job-array task's share of the shards
+    engine: str = "local"  # local: this process (torchrun, --task); ray: a Ray cluster (backend/ray_engine.py)
+    actors: int | None = None  # --engine ray: model actors (default: the cluster's GPUs, else 1)
     feat: FeatureRequest = field(init=False)  # mode, layers, norm, grid, stop_early: checked together
 
     def __post_init__(self):
@@ -97,10 +101,10 @@ class FeaturesRequest:
                                                         grid=self.grid, stop_early=self.stop_early))
         if self.size is not None:
             object.__setattr__(self, "size", parse_pair(self.size, "--size"))
-        if not self.inputs and not self.lerobot:
-            raise UsageError("give at least one image, video, directory or glob pattern, or --lerobot ROOT",
-                             hint="e.g. vitcli features photo.jpg -o feats.npy")
-        if self.inputs and self.lerobot:
+        if not self.inputs and not self.lerobot and not self.from_list:
+            raise UsageError("give at least one image, video, directory or glob pattern, --from-list FILE or "
+                             "--lerobot ROOT", hint="e.g. vitcli features photo.jpg -o feats.npy")
+        if (self.inputs or self.from_list) and self.lerobot:
             raise UsageError("--lerobot reads its own inputs", hint="drop the other inputs, or run twice")
         if (self.cameras or self.episodes or self.fuse_cameras) and not self.lerobot:
             raise UsageError("--camera, --episodes and --fuse-cameras go with --lerobot ROOT")
@@ -135,6 +139,19 @@ class FeaturesRequest:
         if self.resume and self.directory:
             raise UsageError("a directory of shards resumes by itself: rerun the same command",
                              hint="drop --resume")
+        one_of("--engine", self.engine, ENGINES)
+        at_least("--actors", self.actors, 1)
+        if self.actors is not None and self.engine != "ray":
+            raise UsageError("--actors sets the model actors of --engine ray", hint="add --engine ray")
+        if self.engine == "ray":
+            if not self.directory:
+                raise UsageError("--engine ray writes a directory of shards", hint="give -o FOLDER/")
+            if self.task is not None:
+                raise UsageError("--engine ray spreads the shards over the Ray cluster itself",
+                                 hint="drop --task (and run outside a SLURM job array)")
+            if self.run.workers is not None or self.decode_timeout is not None:
+                raise UsageError("--workers and --decode-timeout set this machine's decoding processes; with "
+                                 "--engine ray, Ray's tasks decode", hint="drop them")
 
     @property
     def directory(self) -> bool:
@@ -150,6 +167,7 @@ class FeaturesResult(Outcome):
     resumed_from: int  # rows already done by an interrupted run (0: a fresh run)
     rows_done: int = 0  # rows this process computed
     seconds: float = 0.0  # computing them (from the first batch to the last)
+    first_batch_s: float | None = None  # the models' first batch (with --compile: the compilation)
 
     @property
     def skipped(self) -> tuple[Skipped, ...]:
@@ -166,7 +184,7 @@ class FeaturesResult(Outcome):
 
     def to_dict(self) -> dict:
         return {"out": self.out, "sidecar": self.sidecar, "resumed_from": self.resumed_from,
-                "rows_done": self.rows_done, "seconds": self.seconds,
+                "rows_done": self.rows_done, "seconds": self.seconds, "first_batch_s": self.first_batch_s,
                 "rows_per_second": self.rows_done / self.seconds if self.seconds else None, **self.sidecar_data}
 
 
@@ -250,7 +268,7 @@ def _sidecar(name: str, common: dict, items, group: int, good: list[int], skippe
             "rows": _rows(items, group, good),
             "skipped": [s.to_dict() for s in (*input_skips, *lost)]}
     if images_only:
-        data["images"] = [items[p].source for p in good]
+        data["images"] = [items[p].label() for p in good]
     return data
 
 
@@ -300,15 +318,25 @@ def run_features(req: FeaturesRequest, ui: Reporter = SILENT) -> FeaturesResult 
         if req.fuse_cameras:
             cameras = list(dict.fromkeys(i.camera for i in collected.items))
     else:
-        collected = collect(req.inputs, req.run.recursive, req.sampling.video())
+        from vitcli.inputs import from_list
+
+        inputs = (*req.inputs, *(from_list(req.from_list) if req.from_list else ()))
+        collected = collect(inputs, req.run.recursive, req.sampling.video())
     group = len(cameras) if cameras else 1
     rank, world = cluster.world()
+    if req.engine == "ray" and world > 1:
+        raise UsageError("--engine ray spreads the shards over the Ray cluster; torchrun would start it once per rank",
+                         hint="run vitcli once, without torchrun")
     if req.task is not None:
         if world > 1:
             raise UsageError("--task splits the work between separate jobs; under torchrun the ranks do that")
         rank, world = req.task
     run = _Run(collected.items, collected.videos, cameras, group, len(collected.items) // group, rank, world, None,
                images_only=not collected.videos, input_skips=collected.skipped)
+    if req.engine == "ray":
+        from vitcli.backend.ray_engine import run_ray
+
+        return run_ray(req, run, ui)
     if req.directory:
         old = ShardSet.read_index(target) if target.is_dir() else None
         shard_rows = req.shard_size or (old["shard_rows"] if old else None)
@@ -354,45 +382,55 @@ def _shard_ranges(folder: Path, plan, rank: int, world: int) -> list[tuple[int, 
 def _clear_shards(folder: Path) -> None:
     """--force on a directory of shards: remove its shards, partial shards, index and failed list only."""
     for p in folder.iterdir():
-        if p.is_file() and (p.name in ("index.json", "failed.txt") or p.name.startswith(("shard-", ".shard-"))
-                            or p.name.startswith("shard-")):
+        if p.is_file() and (p.name in ("index.json", "failed.txt") or p.name.startswith(("shard-", ".shard-"))):
             p.unlink()
 
 
 def _compute(req: FeaturesRequest, ui: Reporter, run: _Run, pool) -> FeaturesResult | None:
     result = _computed(req, ui, run, pool)
     if result is not None and result.rows_done and result.seconds:  # a measurement: stderr, not the output
+        compiled = (f"; torch.compile: the first batch took {result.first_batch_s:.1f} s"
+                    if req.run.compile and result.first_batch_s is not None else "")
         ui.note(f"{result.rows_done:,} rows in {result.seconds:.1f} s = {result.rows_done / result.seconds:,.1f} "
-                f"rows/s (decoding: {result.sidecar_data['settings']['decode']})")
+                f"rows/s (decoding: {result.sidecar_data['settings']['decode']}){compiled}")
     return result
 
 
-def _computed(req: FeaturesRequest, ui: Reporter, run: _Run, pool) -> FeaturesResult | None:
-    import time
+@dataclass
+class Setup:
+    """The loaded models and what follows from them: the same on every engine and every process."""
 
-    from vitcli.backend import distributed
+    extractors: list
+    row_shape: tuple[int, ...]
+    recipe: object  # vitcli.decode.Recipe
+    settings: dict
+    fingerprint: dict
+    common: dict  # what every sidecar says of the models and settings (describe)
+    timing: dict = field(default_factory=dict)  # first_batch_s: the models' first batch (compilation)
+
+    @property
+    def row_bytes(self) -> int:
+        return math.prod(self.row_shape) * (4 if self.settings["out_dtype"] == "float32" else 2)
+
+
+def setup(req: FeaturesRequest, run: _Run, requests: list[ModelRequest]) -> Setup:
+    """Load the models (each ModelRequest on its device) and derive the row shape, recipe, settings, the
+    fingerprint that pins a resumable output to its settings, and the sidecars' common part."""
     from vitcli.backend.features import Extractor, fused_row_shape
     from vitcli.backend.models import load_model
     from vitcli.backend.pipeline import recipe_for
-    from vitcli.export import ShardPlan, ShardSet, partial_paths
 
-    target, feat, opts, out_dtype = Path(req.out), req.feat, req.run, req.out_dtype
-    requests = list(req.models)
-    torchrun = distributed.under_torchrun()
-    if torchrun:
-        requests = [replace(r, device=distributed.local_device(r.device)) for r in requests]
-        distributed.init(requests[0].device)
-    if run.rank:
-        ui = SILENT
-    if not requests[0].pretrained:
-        ui.warn("--no-pretrained: random weights, the features are meaningless")
+    feat = req.feat
     models = [load_model(r, img_size=req.size) for r in requests]
     extractors = [Extractor(m, feat) for m in models]
+    if req.run.compile:
+        for e in extractors:
+            e.compile()
     row_shape = fused_row_shape(extractors)
     if run.group > 1:
         row_shape = (*row_shape[:-1], row_shape[-1] * run.group)
     recipe = recipe_for([m.info.data_config for m in models], fast=req.fast_decode, gpu=req.gpu_decode)
-    settings = {"batch_size": opts.batch_size, "dtype": requests[0].dtype, "out_dtype": out_dtype,
+    settings = {"batch_size": req.run.batch_size, "dtype": requests[0].dtype, "out_dtype": req.out_dtype,
                 "size": list(req.size) if req.size else None, "squash": requests[0].squash, "grid": feat.grid,
                 "stop_early": feat.stop_early,
                 "decode": "gpu" if req.gpu_decode else "fast" if recipe.fast else "exact",
@@ -405,20 +443,50 @@ def _computed(req: FeaturesRequest, ui: Reporter, run: _Run, pool) -> FeaturesRe
         "inputs_sha256": hashlib.sha256(json.dumps([(i.source, i.frame) for i in run.items]).encode()).hexdigest(),
         "row_shape": list(row_shape),
     }
-    common = describe(extractors, row_shape, out_dtype, settings, run.cameras)
-    row_bytes = math.prod(row_shape) * (4 if out_dtype == "float32" else 2)
+    return Setup(extractors, row_shape, recipe, settings, fingerprint,
+                 describe(extractors, row_shape, req.out_dtype, settings, run.cameras))
+
+
+def shard_set(req: FeaturesRequest, run: _Run, s: Setup):
+    """The output folder's ShardSet: the shard size from --shard-size, the folder's index, or ~1 GiB of rows."""
+    from vitcli.export import ShardPlan, ShardSet
+
+    target, batch = Path(req.out), req.run.batch_size
+    shard_rows = req.shard_size or (ShardSet.read_index(target) or {}).get("shard_rows") or max(
+        batch, SHARD_BYTES // max(1, s.row_bytes) // batch * batch)
+    plan = ShardPlan(run.rows, shard_rows)
+    target.mkdir(parents=True, exist_ok=True)
+    shards = ShardSet(target, plan, {"format": "vitcli-features-shards/1", "fingerprint": s.fingerprint,
+                                     "rows": run.rows, "shard_rows": shard_rows, "shard_count": plan.count,
+                                     "images_only": run.images_only,
+                                     "unopened": [x.to_dict() for x in run.input_skips], **s.common})
+    shards.check_compatible()
+    return shards
+
+
+def _computed(req: FeaturesRequest, ui: Reporter, run: _Run, pool) -> FeaturesResult | None:
+    import time
+
+    from vitcli.backend import distributed
+    from vitcli.export import partial_paths
+
+    target, out_dtype = Path(req.out), req.out_dtype
+    requests = list(req.models)
+    torchrun = distributed.under_torchrun()
+    if torchrun:
+        requests = [replace(r, device=distributed.local_device(r.device)) for r in requests]
+        distributed.init(requests[0].device)
+    if run.rank and torchrun:  # rank 0 speaks for all (a job-array task speaks for itself)
+        ui = SILENT
+    if not requests[0].pretrained:
+        ui.warn("--no-pretrained: random weights, the features are meaningless")
+    st = setup(req, run, requests)
+    extractors, row_shape, recipe, row_bytes = st.extractors, st.row_shape, st.recipe, st.row_bytes
 
     shards = None
     if req.directory:
-        shard_rows = req.shard_size or (ShardSet.read_index(target) or {}).get("shard_rows") or max(
-            opts.batch_size, SHARD_BYTES // max(1, row_bytes) // opts.batch_size * opts.batch_size)
-        plan = ShardPlan(run.rows, shard_rows)
-        target.mkdir(parents=True, exist_ok=True)
-        shards = ShardSet(target, plan, {"format": "vitcli-features-shards/1", "fingerprint": fingerprint,
-                                         "rows": run.rows, "shard_rows": shard_rows, "shard_count": plan.count,
-                                         "images_only": run.images_only,
-                                         "unopened": [s.to_dict() for s in run.input_skips], **common})
-        shards.check_compatible()
+        shards = shard_set(req, run, st)
+        plan, shard_rows = shards.plan, shards.plan.shard_rows
         if run.ranges is None:
             run.ranges = _shard_ranges(target, plan, run.rank, run.world)
         ui.note(f"Output {target}/: {plan.count} shard{'s' if plan.count != 1 else ''} of up to {shard_rows:,} rows "
@@ -441,27 +509,32 @@ def _computed(req: FeaturesRequest, ui: Reporter, run: _Run, pool) -> FeaturesRe
     t0 = time.monotonic()
     try:
         if shards is not None:
-            _write_shards(shards, extractors, pool, recipe, run, row_shape, out_dtype, opts.batch_size, progress)
+            write_shards(shards, st, pool, run, progress)
             result = None
             if torchrun:
                 distributed.barrier()
             if run.rank == 0 or not torchrun:
                 shards.write_index()
-                result = _directory_result(target, run, sum(b - a for a, b in run.ranges), time.monotonic() - t0)
+                write_failed(target, run)
+                result = replace(_directory_result(target, run, sum(b - a for a, b in run.ranges),
+                                                   time.monotonic() - t0), first_batch_s=st.timing.get("first_batch_s"))
             if torchrun:
                 distributed.finish()
             return result
-        return _write_file(req, ui, target, extractors, pool, recipe, run, row_shape, out_dtype, common, fingerprint,
-                           torchrun, progress, t0)
+        return _write_file(req, ui, target, extractors, pool, recipe, run, row_shape, out_dtype, st.common,
+                           st.fingerprint, torchrun, progress, t0, st.timing)
     finally:
         if owned:
             pool.close()
 
 
-def _write_shards(shards, extractors, pool, recipe, run: _Run, row_shape, out_dtype, batch_size, progress) -> None:
-    """Every shard of `run.ranges`, each written under a temporary name and renamed when complete."""
+def write_shards(shards, st: Setup, source, run: _Run, progress=None) -> None:
+    """Every shard of `run.ranges` (whole shards), decoded by `source` (anything with `run()` yielding
+    (position, Decoded) for exactly those rows' items, in order: a DecodePool, or pictures decoded elsewhere),
+    each written under a temporary name and renamed when complete."""
     from vitcli.backend.features import extract
 
+    row_shape, out_dtype = st.row_shape, st.settings["out_dtype"]
     state: dict = {"k": None, "writer": None}
 
     def write(rows, end, skipped) -> None:
@@ -474,17 +547,37 @@ def _write_shards(shards, extractors, pool, recipe, run: _Run, row_shape, out_dt
         if end == b:
             side = _sidecar(writer.target.name, _common(shards), run.items, run.group,
                             _good(a, b, writer.state.skipped), writer.state.skipped, b - a, run.images_only)
-            side["shard"] = {"index": k, "rows_in": [a, b]}
+            side["shard"] = {"index": k, "rows_in": [a, b],
+                             "skipped_rows": [d["position"] for d in writer.state.skipped]}
             writer.finish(side)
             state["k"] = state["writer"] = None
 
     try:
-        extract(extractors, pool, recipe, run.items, write, batch_size=batch_size, progress=progress,
-                group=run.group, ranges=run.ranges)
+        extract(st.extractors, source, st.recipe, run.items, write, batch_size=st.settings["batch_size"],
+                progress=progress, group=run.group, ranges=run.ranges, timing=st.timing)
     except BaseException:
         if state["writer"] is not None:
             state["writer"].close()
         raise
+
+
+def write_failed(folder: Path, run: _Run) -> None:
+    """`failed.txt`: every input of the folder's complete shards that could not be read, one per line, as
+    `--from-list` takes them back for a retry (path, VIDEO@frame=N, ARCHIVE.tar::MEMBER); none: no file."""
+    from vitcli.export import INDEX, write_lines_atomic
+
+    index = json.loads((folder / INDEX).read_text(encoding="utf-8"))
+    lines = [s["source"] for s in index.get("unopened", [])]
+    for s in index["shards"]:
+        if s["complete"]:
+            side = json.loads((folder / s["file"]).with_suffix(".json").read_text(encoding="utf-8"))
+            for row in side["shard"]["skipped_rows"]:
+                lines += [it.label() for it in run.items[row * run.group:(row + 1) * run.group]]
+    path = folder / "failed.txt"
+    if lines:
+        write_lines_atomic(path, list(dict.fromkeys(lines)))
+    else:
+        path.unlink(missing_ok=True)
 
 
 SHARD_ONLY = ("format", "fingerprint", "rows", "shard_rows", "shard_count", "images_only", "unopened", "shards",
@@ -511,7 +604,7 @@ def _directory_result(target: Path, run: _Run, done: int, seconds: float) -> Fea
 
 
 def _write_file(req, ui, target, extractors, pool, recipe, run: _Run, row_shape, out_dtype, common, fingerprint,
-                torchrun, progress, t0) -> FeaturesResult | None:
+                torchrun, progress, t0, timing: dict) -> FeaturesResult | None:
     import time
 
     from vitcli.backend.features import extract
@@ -528,7 +621,7 @@ def _write_file(req, ui, target, extractors, pool, recipe, run: _Run, row_shape,
     partial, _ = partial_paths(target)
     try:
         extract(extractors, pool, recipe, run.items, writer.write, batch_size=req.run.batch_size, progress=progress,
-                group=run.group, ranges=run.ranges)
+                group=run.group, ranges=run.ranges, timing=timing)
     except KeyboardInterrupt:
         writer.close()
         raise Interrupted(f"interrupted after {writer.state.next_input} of {run.rows} rows; the finished batches "
@@ -543,7 +636,8 @@ def _write_file(req, ui, target, extractors, pool, recipe, run: _Run, row_shape,
     data = _sidecar(target.name, common, run.items, run.group, _good(0, run.rows, writer.state.skipped),
                     writer.state.skipped, run.rows, run.images_only, run.input_skips)
     writer.finish(data)
-    return FeaturesResult(str(target), str(sidecar_path(target)), data, run.resume_from, done, seconds)
+    return FeaturesResult(str(target), str(sidecar_path(target)), data, run.resume_from, done, seconds,
+                          timing.get("first_batch_s"))
 
 
 def _merge_ranks(target: Path, writer, common, out_dtype, run: _Run, fingerprint, done, seconds
