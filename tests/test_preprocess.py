@@ -21,7 +21,7 @@ from PIL import Image
 
 from conftest import DATA
 from vitcli.backend.data import data_config, eval_transform, pil_stages
-from vitcli.backend.tensor_preprocess import (decode_jpeg_batch, normalize_u8_batch, normalize_u8_chw, orient,
+from vitcli.backend.tensor_preprocess import (decode_jpeg_batch, normalize_lut, normalize_u8_batch, normalize_u8_chw, orient,
                                               resize_crop_tensor)
 from vitcli.errors import InputError
 from vitcli.imaging import open_image
@@ -178,6 +178,10 @@ def test_normalize_is_bit_identical_to_timm(norm):
     assert got.dtype == torch.float32 and got.shape == want.shape and torch.equal(got, want)
     assert torch.equal(normalize_u8_chw(torch.from_numpy(u8).permute(0, 3, 1, 2), plan), want)
     assert all(np.array_equal(plan.normalize_numpy(a), w.numpy()) for a, w in zip(u8, want))
+    # the lookup table other devices use (CPU computes): the same values, bit for bit
+    lut = normalize_lut(plan, "cpu")
+    chw = torch.from_numpy(u8).permute(0, 3, 1, 2).long()
+    assert torch.equal(torch.stack([lut[c][chw[:, c]] for c in range(3)], dim=1), want)
 
 
 def test_which_op_order_is_torchvisions():
