@@ -127,6 +127,18 @@ def test_labels_file(cli, tiny_dir, tmp_path):
     assert r.exit_code == 2 and "2 labels" in r.stderr and "5 classes" in r.stderr
 
 
+def test_unreadable_labels_fail_before_the_model_loads(cli, tiny_dir, tmp_path, monkeypatch):
+    from vitcli.backend import models
+
+    loads = []
+    monkeypatch.setattr(models, "load_model", lambda *a, **kw: loads.append(a))
+    (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00bad")
+    for bad in (tmp_path / "missing.txt", tmp_path / "binary.txt"):
+        r = cli("classify", IMAGES[0], "--model", f"local-dir:{tiny_dir}", "--labels", bad)
+        assert r.exit_code == 2 and f"--labels {bad}: cannot read" in r.stderr and "UTF-8" in r.stderr, r.stderr
+    assert loads == []
+
+
 def test_csv(cli, tiny_dir, tmp_path):
     out = tmp_path / "preds.csv"
     r = cli("classify", *IMAGES[:2], "--model", f"local-dir:{tiny_dir}", "-k", "2", "--csv", out)

@@ -4,6 +4,7 @@ hangs is abandoned, one that dies is replaced)."""
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import numpy as np
@@ -74,6 +75,43 @@ def test_decoding_starts_before_the_recipe_is_known():
         assert [p for p, out in pool.run() if out.error is None] == list(range(40))
     finally:
         pool.close()
+
+
+def test_a_worker_killed_before_the_recipe_costs_one_item_not_the_run():
+    """A worker killed while the model loads (say, by the kernel for memory): sending it the recipe must not
+    raise; its pieces go to a fresh worker, and only the item it held fails."""
+    items = [Item(str(IMAGES[i % 4])) for i in range(40)]
+    pool = decode.start(items, {}, [(0, 40)], 16, 2)
+    try:
+        deadline = time.monotonic() + 60
+        while pool.opened.value < 16 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        victim = pool._slots[0].proc
+        victim.kill()
+        victim.join()
+        pool.set_recipe(Recipe((Prep(plan=PLAN),)))
+        got = list(pool.run())
+        assert [p for p, _ in got] == list(range(40))
+        errors = [out.error for _, out in got if out.error is not None]
+        assert len(errors) == 1 and errors[0].startswith("the decoder process died"), errors
+        assert victim not in [s.proc for s in pool._slots] and len(pool._slots) == 2
+    finally:
+        pool.close()
+
+
+def test_close_gives_all_workers_one_deadline(monkeypatch):
+    """Workers that do not stop are killed after 2 s in all, not 2 s each."""
+    items = [Item(str(IMAGES[i % 4])) for i in range(8)]
+    pool = decode.start(items, {}, [(0, 8)], 4, 2)
+    ends = []  # when each join would give up
+    for s in pool._slots:
+        os.kill(s.proc.pid, signal.SIGSTOP)  # a worker that cannot take the stop message
+        real = s.proc.join
+        monkeypatch.setattr(s.proc, "join", lambda timeout=None, real=real: (
+            ends.append(None if timeout is None else time.monotonic() + timeout), real(timeout)))
+    pool.close()
+    finite = [e for e in ends if e is not None]
+    assert len(finite) == 2 and max(finite) - min(finite) < 0.5, ends  # one deadline (was: 2 s after each join)
 
 
 def test_bad_files_fail_alone(tmp_path):

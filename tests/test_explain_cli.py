@@ -206,6 +206,35 @@ def test_errors(tiny_dir, tiny_reg_dir, tmp_path, monkeypatch):
              'pip install "vitcli[explain]"')
 
 
+def test_labels_file_and_layer_are_checked_before_any_work(tiny_dir, tmp_path, monkeypatch):
+    """An unreadable --labels fails before the model loads; an out-of-range --layer right after it, before any
+    method runs (here occlusion, asked first)."""
+    from vitcli.backend import models
+
+    model = ["--model", f"local-dir:{tiny_dir}"]
+    loads, runs = [], []
+    real_load, real_explain = models.load_model, E.explain
+    monkeypatch.setattr(models, "load_model", lambda *a, **kw: loads.append(a) or real_load(*a, **kw))
+    monkeypatch.setattr(E, "explain", lambda *a, **kw: runs.append(a[2]) or real_explain(*a, **kw))
+    missing = tmp_path / "labels.txt"
+    one_line(run_cli("explain", IMAGE, *model, "--labels", missing), 2, f"--labels {missing}", "cannot read",
+             "No such file")
+    one_line(run_cli("explain", IMAGE, *model, "--labels", tmp_path), 2, f"--labels {tmp_path}", "cannot read")
+    (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00bad")
+    one_line(run_cli("explain", IMAGE, *model, "--labels", tmp_path / "binary.txt"), 2, "cannot read")
+    assert loads == [] and runs == []
+    one_line(run_cli("explain", IMAGE, *model, "--method", "occlusion", "--method", "gradcam", "--layer", "-3"), 2,
+             "--layer -3 is out of range", "2 blocks")
+    assert len(loads) == 1 and runs == []  # the model loaded, no method ran
+    (tmp_path / "three.txt").write_text("a\nb\nc\n")  # readable: its count is checked once the model is known
+    one_line(run_cli("explain", IMAGE, *model, "--labels", tmp_path / "three.txt"), 2, "3 labels", "5 classes")
+    assert len(loads) == 2 and runs == []
+    (tmp_path / "five.txt").write_text("\n".join(LABELS[::-1]) + "\n")
+    r = run_cli("explain", IMAGE, *model, "--labels", tmp_path / "five.txt", "--target", "ant", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert r.json()["target"]["index"] == 4 and r.json()["target"]["label"] == "ant" and runs == [DEFAULT_METHOD]
+
+
 def test_class_index():
     labels = ["tabby, tabby cat", "tiger cat", "crane", "crane", "Persian cat"]
     assert class_index("tabby", labels) == 0 and class_index("TABBY CAT", labels) == 0

@@ -276,3 +276,51 @@ def test_compile_gives_the_features_of_eager(cli, tmp_path, tiny_dir):
             "--batch-size", "2", "--compile", "--json")
     assert r.exit_code == 0, r.stderr
     assert np.allclose(np.load(out), eager, atol=1e-4) and r.json()["first_batch_s"] > 0
+
+
+def test_resume_with_only_the_state_file_starts_over(cli, tmp_path, tiny_dir):
+    """A `.partial.json` without its `.partial` (a crash inside NpyWriter.finish, a deleted array): --resume
+    starts from the first row, as the writer does, and loses no row."""
+    args = ["--model", f"local-dir:{tiny_dir}", "--batch-size", "2", "--device", "cpu"]
+    clean = tmp_path / "clean.npy"
+    assert cli("features", *IMAGES, "-o", clean, *args).exit_code == 0
+    target = tmp_path / "f.npy"
+    (tmp_path / "f.npy.partial.json").write_text(json.dumps({"next_input": 2, "rows": 2, "skipped": [],
+                                                             "fingerprint": {}}))
+    r = cli("features", *IMAGES, "-o", target, *args, "--resume", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert "nothing to resume" in r.stderr and r.json()["resumed_from"] == 0 and r.json()["rows_done"] == 4
+    assert target.read_bytes() == clean.read_bytes()
+    assert not (tmp_path / "f.npy.partial.json").exists()
+
+
+def test_resume_is_refused_under_torchrun_before_loading(cli, tmp_path):
+    """The ranks' parts never resume, so a resumed rank 0 would clip its rows: refused (a model that does not
+    exist shows nothing was loaded)."""
+    out = tmp_path / "f.npy"
+    (tmp_path / "f.npy.partial.json").write_text(json.dumps({"next_input": 2}))
+    r = cli("features", *IMAGES, "-o", out, "--model", f"local-dir:{tmp_path / 'none'}", "--resume",
+            env={"RANK": "0", "WORLD_SIZE": "2"})
+    assert r.exit_code == 2 and "--resume is not available under torchrun" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.npy.partial.json"]
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_interrupted_suggests_resume_only_where_it_works(tmp_path, monkeypatch, world):
+    import vitcli.backend.features as backend
+    from vitcli.commands.features import FeaturesRequest, _Run, _write_file
+    from vitcli.errors import Interrupted
+    from vitcli.progress import SILENT
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(backend, "extract", interrupted)
+    target = tmp_path / "f.npy"
+    req = FeaturesRequest(inputs=("x.jpg",), out=str(target))
+    rank = world - 1
+    run = _Run((), {}, None, 1, 8, rank, world, [(4 * rank, 4 * rank + 4)])
+    with pytest.raises(Interrupted) as e:
+        _write_file(req, SILENT, target, [], None, None, run, (2,), "float32", {}, {}, None, 0.0, {})
+    assert ("--resume" in e.value.hint) is (world == 1)
+    assert ("rank 1" in e.value.message) is (world == 2)

@@ -7,6 +7,7 @@ decoded image proves it is the right camera, episode and step.
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pyarrow.compute as pc
@@ -175,6 +176,42 @@ def test_damaged_or_foreign_folders_are_input_errors(tmp_path, v21):
     with pytest.raises(InputError) as e:
         lerobot.frames(lerobot.open_dataset(broken))
     assert str(video_file) in e.value.message
+
+
+def test_tasks_are_read_when_the_episode_metadata_has_them(tmp_path, v30):
+    assert [e.tasks for e in lerobot.open_dataset(v30).episodes] == [("pick the cube",)] * 2
+    copy = tmp_path / "ds"
+    shutil.copytree(v30 / "meta", copy / "meta")  # opening reads the metadata only
+    path = copy / "meta/episodes/chunk-000/file-000.parquet"
+    pq.write_table(pq.read_table(path).drop_columns(["tasks"]), path)
+    ds = lerobot.open_dataset(copy)
+    assert [(e.index, e.length, e.tasks) for e in ds.episodes] == [(0, 12, ()), (1, 9, ())]
+
+
+def test_damaged_episode_metadata_is_an_input_error_naming_the_file(tmp_path, v30, v21):
+    v3 = tmp_path / "v3"
+    shutil.copytree(v30 / "meta", v3 / "meta")
+    parquet = v3 / "meta/episodes/chunk-000/file-000.parquet"
+    parquet.write_bytes(b"PAR1 this is not a parquet file")
+    with pytest.raises(InputError) as e:
+        lerobot.open_dataset(v3)
+    assert str(parquet) in e.value.message and "episode metadata" in e.value.message
+    assert "metadata is damaged" in e.value.hint
+    v2 = tmp_path / "v2"
+    shutil.copytree(v21 / "meta", v2 / "meta")
+    jsonl = v2 / "meta/episodes.jsonl"
+    lines = jsonl.read_text().splitlines()
+    for broken, words in ((json.dumps({"episode_index": 1, "tasks": []}), ["line 2 has no length"]),
+                          (json.dumps({"length": 9}), ["line 2 has no episode_index"]),
+                          (json.dumps([1, 9]), ["line 2 has no episode_index and no length"]),
+                          (json.dumps({"episode_index": 1, "length": "nine"}), ["line 2", "whole numbers"])):
+        jsonl.write_text("\n".join([lines[0], broken]) + "\n")
+        with pytest.raises(InputError) as e:
+            lerobot.open_dataset(v2)
+        assert str(jsonl) in e.value.message and all(w in e.value.message for w in words), e.value.message
+        assert "metadata is damaged" in e.value.hint
+    jsonl.write_text("\n".join(lines) + "\n")  # intact again: it opens
+    assert [(ep.index, ep.length) for ep in lerobot.open_dataset(v2).episodes] == [(0, 12), (1, 9)]
 
 
 def test_to_dict(v30):

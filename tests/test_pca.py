@@ -140,8 +140,9 @@ def test_fit_refuses_impossible_requests():
     x = tokens_like(0, (1, 2, 2, 4))
     with pytest.raises(UsageError, match="between 1 and the token width 4"):
         pca.fit(x, components=5)
-    with pytest.raises(UsageError, match="no patches"):
+    with pytest.raises(UsageError, match="no patches") as e:
         pca.fit(x, mask=np.zeros((1, 2, 2), bool))
+    assert "raise --threshold" in e.value.hint  # background is score > threshold: a higher one keeps more
     with pytest.raises(UsageError, match="width 8"):
         pca.transform(pca.fit(x, components=2), tokens_like(0, (1, 2, 2, 8)))
 
@@ -245,6 +246,19 @@ def test_foreground_rule_equals_the_demo_and_fits_rgb_on_the_foreground(threshol
     d = out.to_dict()
     assert d["foreground"]["foreground_patches"] == [int(m.sum()) for m in mask]
     assert d["foreground"]["rules"][0]["threshold"] == threshold
+
+
+@pytest.mark.parametrize("threshold", [0.0, pca.BACKGROUND_THRESHOLD, 1.0])
+def test_foreground_of_identical_patches_is_everything_and_nothing_flipped(threshold):
+    """Zero spread: every score is 0, so every patch is foreground; the rule says so (no flip, no background)."""
+    x = np.broadcast_to(tokens_like(3, (1, 1, 1, 6)), (2, 3, 3, 6)).copy()
+    rule = pca.fit_foreground(x, threshold)
+    assert (rule.flipped, rule.background_fraction) == (False, 0.0)
+    np.testing.assert_array_equal(rule.score(x), np.zeros((2, 3, 3)))
+    assert pca.foreground_mask(rule, x).all()
+    out = pca.pca_maps(x, foreground=True, threshold=threshold)
+    assert out.mask.all() and out.to_dict()["foreground"]["rules"][0]["background_fraction"] == 0.0
+    assert out.to_dict()["foreground"]["rules"][0]["flipped"] is False
 
 
 def test_foreground_threshold_must_be_a_score():

@@ -454,3 +454,77 @@ def test_an_unopenable_video_is_skipped_and_the_rest_is_done(tmp_path, tiny_dir,
 def test_help_first_line_and_example(command):
     r = run_cli(command, "--help")
     assert r.exit_code == 0 and "Example: vitcli " + command in r.stdout
+
+
+@pytest.mark.parametrize("args", [["pca", IMAGES[0]], ["similar", IMAGES[0], IMAGES[1], "--patch", "0,0"],
+                                  ["explain", IMAGES[0]]])
+def test_device_meta_is_refused_before_the_model_loads(tiny_dir, monkeypatch, args):
+    """Shapes only cannot give tokens or maps: a usage error (exit 2) while the request is built, as in explore."""
+    from vitcli.backend import models
+
+    def no_loading(*a, **kw):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(models, "load_model", no_loading)
+    line = fails(2, *args, "--model", f"local-dir:{tiny_dir}", "--device", "meta")
+    assert "--device meta builds shapes only" in line and f"vitcli {args[0]} needs a real forward pass" in line
+
+
+def test_device_meta_is_refused_by_every_request_that_runs_the_model():
+    from vitcli.commands.explain import ExplainRequest
+    from vitcli.commands.explore import ExploreRequest
+    from vitcli.commands.pca import PcaRequest
+    from vitcli.commands.similar import SimilarRequest
+    from vitcli.errors import UsageError
+    from vitcli.requests import ModelRequest
+
+    meta = ModelRequest(device="meta")
+    for make in (lambda: PcaRequest(inputs=("a.jpg",), model=meta),
+                 lambda: SimilarRequest(query="a.jpg", patch="0,0", model=meta),
+                 lambda: ExplainRequest(image="a.jpg", model=meta),
+                 lambda: ExploreRequest(image="a.jpg", out="p.html", model=meta)):
+        with pytest.raises(UsageError) as e:
+            make()
+        assert e.value.exit_code == 2 and e.value.message.startswith("--device meta builds shapes only")
+        assert e.value.hint == "use --device cpu, cuda or auto"
+
+
+def test_the_table_counts_every_lost_frame_of_a_broken_video(tiny_dir, capsys):
+    """A video's lost frames are collapsed into one skip entry: the table counts its frames, as the error line."""
+    from dataclasses import replace
+
+    from vitcli.commands.pca import PcaRequest, run_pca
+    from vitcli.render import emit
+    from vitcli.requests import ModelRequest
+    from vitcli.results import Skipped
+
+    got = run_pca(PcaRequest(inputs=(str(IMAGES[0]),), model=ModelRequest(name=f"local-dir:{tiny_dir}",
+                                                                          device="cpu")))
+    broken = replace(got, skipped=(Skipped("v.mp4", "decoding failed", frame=8, rows=40),), total=41)
+    assert emit(broken, as_json=False) == 1
+    out, err = capsys.readouterr()
+    assert "images  1 read, 40 skipped" in out
+    assert "40 of 41 inputs could not be read" in err
+
+
+def test_lost_rows_counts_frames_not_entries():
+    from vitcli.render import lost_rows
+    from vitcli.results import Skipped
+
+    skipped = [Skipped("v.mp4", "cannot decode", frame=8, rows=40), Skipped("w.mp4", "not a video", rows=0),
+               Skipped("a.jpg", "not an image")]
+    assert lost_rows(skipped) == 40 + 1 + 1
+    assert lost_rows([s.to_dict() for s in skipped]) == 42  # the sidecar's form, as features and merge read it
+
+
+def test_one_description_of_the_fit():
+    from vitcli.commands.pca import fit_description, noun_for
+
+    assert [noun_for(f) for f in ([True, True], [False], [True, False], [])] == ["frames", "images", "inputs",
+                                                                                 "images"]
+    assert fit_description("joint", 10, "images") == "jointly on all 10 images"
+    assert fit_description("per-image", 3, "frames") == "one PCA per frame"
+    assert fit_description("fit-on", 1, "images") == "on 1 other input (--fit-on)"
+    assert fit_description("fit-on", 2, "images") == "on 2 other inputs (--fit-on)"
+    assert fit_description("fit-first", 3, "frames") == "on the first 3 frames (--fit-first), applied to all"
+    assert fit_description("fit-first", 1, "frames") == "on the first 1 frame (--fit-first), applied to all"

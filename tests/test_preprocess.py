@@ -454,8 +454,16 @@ def test_decode_jpeg_batch_on_cpu(tmp_path):
     calls = []
     out = decode_jpeg_batch(datas[2:3], "cpu", fallback=lambda i: calls.append(i) or upright)
     assert calls == [0] and torch.equal(out[0], to_chw(upright))
-    with pytest.raises(InputError, match="broken.jpg"):
-        decode_jpeg_batch([b"not an image"], "cpu", names=["broken.jpg"])
+    # a picture neither decoder reads comes back as its error, in its place, worded as imaging.open_image words it
+    cut = datas[0][:2000]
+    out = decode_jpeg_batch([datas[0], b"not an image", cut], "cpu", names=["a.jpg", "broken.jpg", "cut.jpg"])
+    assert torch.equal(out[0], decode_jpeg_batch(datas[:1], "cpu")[0])
+    assert [type(e) for e in out[1:]] == [InputError, InputError]
+    for e, name, data in zip(out[1:], ["broken.jpg", "cut.jpg"], [b"not an image", cut]):
+        with pytest.raises(InputError) as want:
+            open_image(name, data=data)
+        assert (e.message, e.hint) == (want.value.message, want.value.hint)
+    assert out[2].message.startswith("cut.jpg: truncated or corrupt image")
 
 
 def open_image_bytes(data: bytes) -> Image.Image:

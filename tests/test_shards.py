@@ -216,3 +216,59 @@ def test_rerunning_a_complete_folder_computes_nothing(cli, tmp_path, inputs, tin
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*")} == before
     beyond = cli("features", inputs, "-o", f"{out}/", *args(tiny_dir, "--shard-size", "4", "--task", "7/9"))
     assert beyond.exit_code == 1 and "0 to compute here" in beyond.stderr  # a task with no shard of its own
+
+
+@pytest.mark.parametrize("extra,env", [(["--task", "1/2"], None), ([], {"RANK": "1", "WORLD_SIZE": "2"}),
+                                       ([], {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "2"})],
+                         ids=["task", "torchrun", "slurm"])
+def test_force_is_refused_where_each_process_would_delete_the_others_shards(cli, tmp_path, inputs, extra, env):
+    """Each task or rank would clear the folder at its start, a late one deleting the shards of the others:
+    refused before any model loads (the model does not exist), and nothing in the folder is touched."""
+    out = tmp_path / "dir"
+    out.mkdir()
+    kept = {"shard-00000.npy": b"done", "shard-00000.json": b"{}", "shard-00001.npy.partial": b"half",
+            "index.json": b"{}"}
+    for name, data in kept.items():
+        (out / name).write_bytes(data)
+    r = cli("features", inputs, "-o", f"{out}/", *args(tmp_path / "none", "--shard-size", "4", *extra), "--force",
+            env=env)
+    assert r.exit_code == 2 and "--force" in r.stderr and "delete the others' shards" in r.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == kept
+
+
+def test_force_alone_clears_the_folders_shards_only(cli, tmp_path, tiny_dir):
+    out = tmp_path / "dir"
+    out.mkdir()
+    (out / "shard-00007.npy").write_bytes(b"stale")
+    (out / "failed.txt").write_text("old\n")
+    (out / "notes.txt").write_text("mine")
+    r = cli("features", *IMAGES[:2], "-o", f"{out}/", *args(tiny_dir, "--shard-size", "2"), "--force")
+    assert r.exit_code == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["index.json", "notes.txt", "shard-00000.json",
+                                                     "shard-00000.npy"]
+
+
+def test_merge_copies_in_chunks_of_bounded_bytes(cli, tmp_path, tiny_dir, monkeypatch):
+    """Chunks are sized in bytes (here 3 rows of 2 KiB), not 4096 rows whatever their size; same bytes."""
+    from vitcli import export
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i in range(6):
+        shutil.copy(IMAGES[i % 4], imgs / f"{i}{IMAGES[i % 4].suffix}")
+    single, out = tmp_path / "single.npy", tmp_path / "dir"
+    assert cli("features", imgs, "-o", single, *args(tiny_dir)).exit_code == 0
+    assert cli("features", imgs, "-o", f"{out}/", *args(tiny_dir, "--shard-size", "4")).exit_code == 0
+    row_bytes = 16 * 32 * 4  # (patch, channel) float32
+    monkeypatch.setattr(export, "CHUNK_BYTES", 3 * row_bytes)
+    sizes, write = [], export.NpyWriter.write
+
+    def spy(self, rows, *rest):
+        sizes.append(len(rows))
+        return write(self, rows, *rest)
+
+    monkeypatch.setattr(export.NpyWriter, "write", spy)
+    merged = tmp_path / "merged" / "single.npy"
+    merged.parent.mkdir()
+    assert cli("features", "merge", f"{out}/", "-o", merged).exit_code == 0
+    assert sizes == [3, 1, 2] and merged.read_bytes() == single.read_bytes()

@@ -368,6 +368,7 @@ def test_help_names_every_option_and_released_value(cli):
     (["--preset", "pi0", "--hz", "0"], ["--hz 0.0", "above 0"]),
     (["--preset", "pi0", "--hz", "-5"], ["--hz -5.0"]),
     (["--preset", "pi0", "--hz", "nan"], ["--hz nan"]),
+    (["--preset", "pi0", "--hz", "inf"], ["--hz inf", "finite rate above 0"]),
     (["--preset", "pi0", "--registers", "4"], ["--preset pi0", "--registers"]),
     (["--preset", "qwen2-vl", "--model", "vit_base_patch16_224"], ["--preset qwen2-vl", "--model"]),
     (["--list-presets", "--preset", "pi0"], ["--list-presets", "--preset"]),

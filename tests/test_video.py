@@ -64,6 +64,26 @@ def test_is_video_rejects_images_text_audio_and_missing(tmp_path):
     assert video.sniff_container(b"\x00\x00\x00\x14ftypqt  \x00\x00") == "mp4"
 
 
+def test_the_input_seam_recognises_videos_with_this_module(vids, tmp_path):
+    """`inputs.looks_like_video`: a video suffix, else (not an image suffix) `video.is_video` on the content."""
+    from conftest import DATA
+
+    from vitcli import inputs
+
+    assert inputs.VIDEO_SUFFIXES is video.VIDEO_SUFFIXES
+    renamed = tmp_path / "clip.bin"
+    renamed.write_bytes(vids[".mkv"].read_bytes())
+    named = tmp_path / "clip.mp4"
+    named.write_text("not a video, but named as one: probe says why later")
+    disguised = tmp_path / "clip.png"  # an image suffix is taken at its word
+    disguised.write_bytes(vids[".mp4"].read_bytes())
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    cases = {vids[".webm"]: True, renamed: True, named: True, disguised: False, text: False,
+             DATA / "chelsea.jpg": False, tmp_path / "missing.dat": False}
+    assert {p: inputs.looks_like_video(str(p)) for p in cases} == cases
+
+
 # ---- probe ---------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("suffix", CONTAINERS)
@@ -381,7 +401,7 @@ def test_mp4_cut_before_its_index_is_an_input_error(tmp_path):
 
 
 def test_video_module_is_torch_free():
-    code = ("import sys, vitcli.video, vitcli.lerobot; "
+    code = ("import sys, vitcli.video, vitcli.lerobot, vitcli.inputs; "
             "print(sorted(m for m in ('torch', 'numpy', 'PIL', 'av', 'pyarrow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -8,8 +8,17 @@ import sys
 
 
 def world() -> tuple[int, int]:
-    """(rank, world size); (0, 1) outside torchrun."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    """(rank, world size) under torchrun, which sets RANK and WORLD_SIZE > 1; (0, 1) otherwise (WORLD_SIZE
+    without RANK too)."""
+    size = int(os.environ.get("WORLD_SIZE", 1))
+    if size <= 1 or "RANK" not in os.environ:
+        return 0, 1
+    return int(os.environ["RANK"]), size
+
+
+def under_torchrun() -> bool:
+    """Whether this process is one of several torchrun ranks: the one test every caller uses."""
+    return world()[1] > 1
 
 
 def shard(n_rows: int, batch_size: int, rank: int, size: int) -> tuple[int, int]:

@@ -82,12 +82,11 @@ class Recipe:
 @dataclass(frozen=True)
 class Decoded:
     """One item's outcome: `arrays` (one per Prep), or `jpeg` (the file's bytes, `jpeg_bytes` recipes), or
-    `error` (why it could not be used; `frame` where a video stopped decoding)."""
+    `error` (why it could not be used)."""
 
     arrays: tuple | None = None
     jpeg: bytes | None = None
     error: str | None = None
-    frame: int | None = None
 
 
 # ---- the work of one piece (in a worker, or inline) ------------------------------------------------------------
@@ -133,10 +132,10 @@ def _pictures(piece: Piece, videos: dict, recipe: Callable[[], Recipe], wait_fir
             k += 1
     except video.VideoDecodeError as e:
         for j in range(k, len(piece.items)):
-            yield j, Decoded(error=f"decoding failed: {e.reason}", frame=e.frame)
+            yield j, Decoded(error=f"decoding failed: {e.reason}")
     except InputError as e:
         for j in range(k, len(piece.items)):
-            yield j, Decoded(error=e.message.removeprefix(f"{path}: "), frame=piece.items[j].frame)
+            yield j, Decoded(error=e.message.removeprefix(f"{path}: "))
 
 
 def _is_jpeg(path: str) -> bool:
@@ -317,16 +316,22 @@ class DecodePool:
         self.recipe = recipe
         self.events.append(("recipe", time.monotonic()))
         for s in self._slots:
-            s.conn.send(("recipe", recipe))
+            try:
+                s.conn.send(("recipe", recipe))
+            except OSError:  # a worker that died meanwhile is found, and replaced, when its pieces are awaited
+                pass
 
     def close(self) -> None:
+        """Stop every worker: all are asked at once and given 2 s together (after an error they may be stuck
+        sending into full pipes), then the ones left are killed."""
         for s in self._slots:
             try:
                 s.conn.send(("stop",))
-            except (OSError, BrokenPipeError):
+            except OSError:
                 pass
+        deadline = time.monotonic() + 2
         for s in self._slots:
-            s.proc.join(timeout=2)
+            s.proc.join(timeout=max(0.0, deadline - time.monotonic()))
             if s.proc.is_alive():
                 s.proc.kill()
                 s.proc.join()
@@ -361,10 +366,15 @@ class DecodePool:
         pid = self._next_id
         self._next_id += 1
         self._in_flight[pid] = piece
-        if not s.pieces:
+        had_work = bool(s.pieces)
+        if not had_work:
             s.since = time.monotonic()
         s.pieces.append([pid, piece, 0])
-        s.conn.send(("piece", pid, piece))
+        try:
+            s.conn.send(("piece", pid, piece))
+        except OSError:  # the worker is dead; idle, it takes no item with it
+            s.proc.join(timeout=5)
+            self._replace(s, f"the decoder process died (exit code {s.proc.exitcode})" if had_work else None)
 
     def run(self) -> Iterator[tuple[int, Decoded]]:
         """Yield (position, Decoded) for every item of the primed pieces, in position order."""
@@ -434,18 +444,21 @@ class DecodePool:
             del self._in_flight[pid]
         s.since = now
 
-    def _replace(self, s: _Slot, reason: str) -> None:
-        """Kill a stuck or dead worker: its current item fails, the rest of its pieces go to a new worker."""
+    def _replace(self, s: _Slot, reason: str | None) -> None:
+        """Kill a stuck or dead worker: its current item fails with `reason` (None: it died idle, no item fails),
+        the rest of its pieces go to a new worker."""
         s.proc.kill()
         s.proc.join()
         s.conn.close()
         entries = list(s.pieces)
-        hand = next(((e, s.in_hand[1]) for e in entries if s.in_hand and e[0] == s.in_hand[0]), None)
-        first = entries[0]
-        entry, stuck = hand if hand is not None and hand[1] >= hand[0][2] else (first, first[2])
-        piece = entry[1]
-        self._store[piece.start + stuck] = Decoded(error=reason, frame=piece.items[stuck].frame)
-        self.decoded += 1
+        piece = stuck = None
+        if reason is not None:
+            hand = next(((e, s.in_hand[1]) for e in entries if s.in_hand and e[0] == s.in_hand[0]), None)
+            first = entries[0]
+            entry, stuck = hand if hand is not None and hand[1] >= hand[0][2] else (first, first[2])
+            piece = entry[1]
+            self._store[piece.start + stuck] = Decoded(error=reason)
+            self.decoded += 1
         rest = []  # every item not yet back, but the one in hand, to a fresh worker
         for pid, p, done in entries:
             del self._in_flight[pid]

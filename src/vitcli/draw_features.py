@@ -147,6 +147,13 @@ def _enlarge(img: Image.Image, s: int) -> Image.Image:
     return img if s == 1 else img.resize((img.width * s, img.height * s), Image.Resampling.NEAREST)
 
 
+def _tile_of(images: Sequence[Image.Image]) -> tuple[int, tuple[int, int]]:
+    """The enlargement and the (w, h) tile that fit the largest of `images`, for a sheet of them."""
+    size = (max(i.width for i in images), max(i.height for i in images))
+    s = display_scale(size)
+    return s, (size[0] * s, size[1] * s)
+
+
 def pca_sheet(images: Sequence[Image.Image], maps, titles: Sequence[str] | None = None, mask=None,
               lines: Sequence[str] = (), columns: int | None = None) -> Image.Image:
     """Each input beside its PCA map, many on one sheet, with a legend.
@@ -158,9 +165,7 @@ def pca_sheet(images: Sequence[Image.Image], maps, titles: Sequence[str] | None 
     maps = np.asarray(maps)
     if len(images) != maps.shape[0] or len(images) == 0:
         raise UsageError(f"{len(images)} images for {maps.shape[0]} PCA maps")
-    size = (max(i.width for i in images), max(i.height for i in images))
-    s = display_scale(size)
-    tile = (size[0] * s, size[1] * s)
+    s, tile = _tile_of(images)
     titles = list(titles) if titles is not None else [f"image {i}" for i in range(len(images))]
     cells = []
     for i, img in enumerate(images):
@@ -185,9 +190,7 @@ def mask_picture(images: Sequence[Image.Image], masks, titles: Sequence[str] | N
     masks = np.asarray(masks, dtype=bool)
     if len(images) != masks.shape[0] or len(images) == 0:
         raise UsageError(f"{len(images)} images for {masks.shape[0]} masks")
-    size = (max(i.width for i in images), max(i.height for i in images))
-    s = display_scale(size)
-    tile = (size[0] * s, size[1] * s)
+    s, tile = _tile_of(images)
     titles = list(titles) if titles is not None else [f"image {i}" for i in range(len(images))]
     cells = []
     for i, img in enumerate(images):
@@ -243,9 +246,7 @@ def similarity_sheet(query_img: Image.Image, query_patch: tuple[int, int], targe
     maps = np.asarray(maps)
     if maps.shape[0] != len(images):
         raise UsageError(f"{len(images)} images for {maps.shape[0]} similarity maps")
-    size = (max(i.width for i in images), max(i.height for i in images))
-    s = display_scale(size)
-    tile = (size[0] * s, size[1] * s)
+    s, tile = _tile_of(images)
     best = list(best) if best is not None else [None] * len(images)
     names = list(titles) if titles is not None else ["query"] + [f"target {i + 1}" for i in range(len(target_imgs))]
     cells = []

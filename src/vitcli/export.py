@@ -33,6 +33,21 @@ def partial_paths(target: Path) -> tuple[Path, Path]:
     return target.with_name(target.name + ".partial"), target.with_name(target.name + ".partial.json")
 
 
+def saved_state(target: Path) -> dict | None:
+    """What an interrupted run of `target` recorded (`TARGET.partial.json`), or None unless both it and the
+    partial array `TARGET.partial` exist: only then can a run resume (NpyWriter and --resume read it here)."""
+    path, state_path = partial_paths(Path(target))
+    if not (path.exists() and state_path.exists()):
+        return None
+    return json.loads(state_path.read_text(encoding="utf-8"))
+
+
+def resume_point(target: Path) -> int:
+    """The first input a resumed run of `target` computes: the interrupted run's `next_input`, else 0."""
+    saved = saved_state(target)
+    return int(saved["next_input"]) if saved else 0
+
+
 def sidecar_path(target: Path) -> Path:
     """feats.npy -> feats.json"""
     return target.with_suffix(".json")
@@ -75,8 +90,8 @@ class NpyWriter:
         self.row_bytes = int(np.prod(row_shape, dtype=np.int64)) * self.dtype.itemsize
         self.state = ResumeState(0, 0, [], fingerprint)
         self.resumed = False
-        if resume and self.path.exists() and self.state_path.exists():
-            saved = json.loads(self.state_path.read_text(encoding="utf-8"))
+        saved = saved_state(self.target) if resume else None
+        if saved is not None:
             diff = sorted(k for k in set(saved["fingerprint"]) | set(fingerprint)
                           if saved["fingerprint"].get(k) != fingerprint.get(k))
             if diff:
@@ -106,7 +121,10 @@ class NpyWriter:
         n = self.state.rows
         if rows is not None and len(rows):
             data = np.ascontiguousarray(rows, dtype=self.dtype)
-            os.pwrite(self.f.fileno(), memoryview(data).cast("B"), self.data_start + n * self.row_bytes)
+            view, offset = memoryview(data).cast("B"), self.data_start + n * self.row_bytes
+            while view:  # one write may write less than asked (Linux: at most ~2 GiB)
+                done = os.pwrite(self.f.fileno(), view, offset)
+                view, offset = view[done:], offset + done
             n += len(rows)
         self.state.rows = n
         self.state.next_input = next_input
@@ -187,15 +205,32 @@ def shrink_rows(path: Path, rows: int) -> None:
         f.truncate(data_start + rows * int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize)
 
 
-def open_rows(path: Path, rows: int, chunk: int = 4096):
-    """Yield the first `rows` rows of an `.npy` file in chunks (bounded memory); the file may be a partial one,
-    whose header counts rows not yet written."""
+CHUNK_BYTES = 64 * 2**20  # rows are copied between files about this many bytes at a time
+
+
+def chunk_rows(row_bytes: int) -> int:
+    """Rows per chunk of about CHUNK_BYTES (at least one row, however large)."""
+    return max(1, CHUNK_BYTES // max(1, row_bytes))
+
+
+def open_rows(path: Path, rows: int, chunk: int | None = None):
+    """Yield the first `rows` rows of an `.npy` file in chunks of `chunk` rows (default: about CHUNK_BYTES, so
+    memory stays bounded whatever the row size); the file may be a partial one, whose header counts rows not
+    yet written."""
     with open(path, "rb") as f:
         shape, dtype, _ = _read_header(f)
         row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        chunk = chunk or chunk_rows(row_bytes)
         for i in range(0, rows, chunk):
             n = min(rows, i + chunk) - i
             yield np.frombuffer(f.read(n * row_bytes), dtype=dtype).reshape(n, *shape[1:])
+
+
+def append_rows(writer: NpyWriter, path: Path, rows: int, next_input: int) -> None:
+    """Append the first `rows` rows of the `.npy` at `path` to `writer`, about CHUNK_BYTES at a time (the parts
+    of a torchrun run, the shards of a folder), recording inputs before `next_input` as done."""
+    for chunk in open_rows(Path(path), rows):
+        writer.write(chunk, next_input, [])
 
 
 # ---- a directory of shards ------------------------------------------------------------------------------------
@@ -225,9 +260,9 @@ class ShardPlan:
 
 class ShardSet:
     """`folder/shard-NNNNN.npy` + `shard-NNNNN.json` (the sidecar of its rows) per shard, and `index.json`
-    (the plan, settings, shapes and which shards are complete). A shard is written under a temporary name and
-    renamed when complete, its sidecar last: a shard is complete when its sidecar exists, and a complete shard
-    is never computed again."""
+    (the plan, settings, shapes and which shards are complete). A shard is written under a temporary name
+    (NpyWriter's `shard-NNNNN.npy.partial`); when complete, its sidecar is written, then the array is renamed
+    into place: a shard is complete when both files exist, and a complete shard is never computed again."""
 
     def __init__(self, folder: Path, plan: ShardPlan, index: dict):
         self.folder, self.plan, self.index = Path(folder), plan, index
@@ -261,7 +296,7 @@ class ShardSet:
         for k in range(self.plan.count):
             start, stop = self.plan.span(k)
             side = self.folder / f"{shard_name(k)}.json"
-            written = json.loads(side.read_text(encoding="utf-8"))["shape"][0] if side.exists() else None
+            written = json.loads(side.read_text(encoding="utf-8"))["shape"][0] if self.complete(k) else None
             shards.append({"file": f"{shard_name(k)}.npy", "rows_in": [start, stop], "rows": written,
                            "complete": written is not None})
         write_json_atomic(self.folder / INDEX, {**self.index, "shards": shards,

@@ -18,11 +18,11 @@ from pathlib import Path
 
 from vitcli.errors import InputError, MissingExtra, UsageError
 from vitcli.results import Skipped
+from vitcli.video import VIDEO_SUFFIXES, is_video
 
 IMAGE_SUFFIXES = frozenset(
     ".jpg .jpeg .png .bmp .gif .tif .tiff .webp .ppm .pgm .pbm .pnm .tga .jp2 .j2k .pcx .sgi .qoi .avif".split()
 )
-VIDEO_SUFFIXES = frozenset(".mp4 .m4v .mov .qt .mkv .webm .avi".split())  # vitcli.video.VIDEO_SUFFIXES
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,18 +151,21 @@ def expand(inputs: Sequence[str], recursive: bool = False) -> list[str]:
 
 def looks_like_video(path: str) -> bool:
     """By extension, or by the container's first bytes (an MP4 without its suffix is still a video)."""
-    if Path(path).suffix.lower() in VIDEO_SUFFIXES:
+    suffix = Path(path).suffix.lower()
+    if suffix in VIDEO_SUFFIXES:
         return True
-    if Path(path).suffix.lower() in IMAGE_SUFFIXES:
-        return False
-    try:
-        with open(path, "rb") as f:
-            head = f.read(64)
-    except OSError:
-        return False
-    from vitcli.video import sniff_container
+    return suffix not in IMAGE_SUFFIXES and is_video(path)
 
-    return sniff_container(head) is not None
+
+def read_labels(path: str) -> list[str]:
+    """--labels FILE: one class name per line, in class-index order (blank lines ignored); read before any model
+    loads, so a bad file costs nothing. The count is checked against the model's classes once it is loaded."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"--labels {path}: cannot read ({getattr(e, 'strerror', None) or e})",
+                         hint="give a UTF-8 text file, one label per line") from e
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def from_list(path: str) -> list[str]:

@@ -162,7 +162,9 @@ def _read_json(path: Path, root: str):
                          hint="the dataset's metadata is damaged; download it again") from e
 
 
-def _read_parquet(path: Path, columns: Sequence[str] | None, what: str):
+def _read_parquet(path: Path, columns: Sequence[str] | None, what: str, optional: Sequence[str] = ()):
+    """The table of a parquet file: `columns` (None: all; each must be there) and those of `optional` that are.
+    A missing, damaged or foreign file is an InputError naming it."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -175,9 +177,11 @@ def _read_parquet(path: Path, columns: Sequence[str] | None, what: str):
             if missing:
                 raise InputError(f"{path}: no column {', '.join(missing)} ({what})",
                                  hint="not a LeRobot file of the version info.json names")
+            columns = [*columns, *(c for c in optional if c in names)]
         return pq.read_table(path, columns=list(columns) if columns is not None else None)
     except (OSError, pa.ArrowException) as e:
-        raise InputError(f"{path}: cannot read ({e}) ({what})", hint="the file is damaged; download it again") from e
+        raise InputError(f"{path}: cannot read ({e}) ({what})",
+                         hint=f"the dataset's {what} is damaged; download it again") from e
 
 
 def open_dataset(root: str | Path) -> Dataset:
@@ -219,8 +223,6 @@ def open_dataset(root: str | Path) -> Dataset:
 
 
 def _episodes_v3(root: Path, info: dict, cameras: Sequence[str]) -> list[Episode]:
-    import pyarrow.parquet as pq
-
     files = sorted((root / "meta" / "episodes").glob("*/*.parquet"))
     if not files:
         raise InputError(f"{root}: no episode metadata (meta/episodes/chunk-*/file-*.parquet)",
@@ -232,8 +234,7 @@ def _episodes_v3(root: Path, info: dict, cameras: Sequence[str]) -> list[Episode
         cols += [f"videos/{cam}/{k}" for k in ("chunk_index", "file_index", "from_timestamp", "to_timestamp")]
     out: list[Episode] = []
     for f in files:
-        names = pq.ParquetFile(f).schema_arrow.names
-        table = _read_parquet(f, cols + (["tasks"] if "tasks" in names else []), "episode metadata")
+        table = _read_parquet(f, cols, "episode metadata", optional=["tasks"])
         for row in table.to_pylist():
             ep = int(row["episode_index"])
             videos = {}
@@ -253,20 +254,28 @@ def _episodes_v2(root: Path, info: dict, cameras: Sequence[str]) -> list[Episode
     path = root / "meta" / "episodes.jsonl"
     if not path.is_file():
         raise InputError(f"{root}: no meta/episodes.jsonl", hint="the dataset is incomplete; download it again")
+    damaged = "the dataset's metadata is damaged; download it again"
     rows = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                r = json.loads(line)
             except json.JSONDecodeError as e:
-                raise InputError(f"{path}: line {n} is not JSON ({e})", hint="the metadata is damaged") from e
-    rows.sort(key=lambda r: int(r["episode_index"]))
+                raise InputError(f"{path}: line {n} is not JSON ({e})", hint=damaged) from e
+            missing = [k for k in ("episode_index", "length") if not isinstance(r, dict) or k not in r]
+            if missing:
+                raise InputError(f"{path}: line {n} has no {' and no '.join(missing)}", hint=damaged)
+            try:
+                rows.append((int(r["episode_index"]), int(r["length"]), r))
+            except (TypeError, ValueError) as e:
+                raise InputError(f"{path}: line {n}: episode_index and length must be whole numbers ({e})",
+                                 hint=damaged) from e
+    rows.sort(key=lambda row: row[0])
     chunks = int(info.get("chunks_size") or 1000)
     data_tpl = info.get("data_path") or V2_DATA_PATH
     video_tpl = info.get("video_path") or V2_VIDEO_PATH
     out, start = [], 0
-    for r in rows:
-        ep, length = int(r["episode_index"]), int(r["length"])
+    for ep, length, r in rows:
         chunk = ep // chunks
         videos = {cam: EpisodeVideo(str(root / video_tpl.format(episode_chunk=chunk, video_key=cam,
                                                                  episode_index=ep)), 0.0, None) for cam in cameras}

@@ -72,6 +72,11 @@ class PcaFit:
                 "patches_fitted": self.n_fit, "patches_sampled": self.n_sample, "sign": SIGN_CONVENTION}
 
 
+def _flat(lo: float, hi: float) -> bool:
+    """No spread between the min and max projections (the same test whichever sign the direction has)."""
+    return hi - lo <= 1e-12 * max(1.0, abs(lo), abs(hi))
+
+
 @dataclass(frozen=True, eq=False)
 class ForegroundRule:
     """The first principal component turned into a background score in [0, 1]; background = score > threshold."""
@@ -90,10 +95,9 @@ class ForegroundRule:
     def score(self, tokens) -> np.ndarray:
         """(..., D) tokens -> (...) float64 background score, min-max scaled with the fit's min/max, clipped."""
         p = _project(tokens, self.mean, self.direction[None, :])[..., 0]
-        span = self.hi - self.lo
-        if span <= 1e-12 * max(1.0, abs(self.hi)):
+        if _flat(self.lo, self.hi):
             return np.zeros(p.shape)
-        return np.clip((p - self.lo) / span, 0.0, 1.0)
+        return np.clip((p - self.lo) / (self.hi - self.lo), 0.0, 1.0)
 
     def to_dict(self) -> dict:
         return {"rule": "background = min-max scaled first principal component > threshold; sign chosen so the "
@@ -201,7 +205,7 @@ class PcaAccumulator:
     def _eig(self, components: int, what: str):
         if self.dim is None or self.n == 0:
             raise UsageError(f"no patches to fit the {what} on",
-                             hint="with --foreground, lower --threshold; or give more images")
+                             hint="with --foreground, raise --threshold; or give more images")
         if not 1 <= components <= self.dim:
             raise UsageError(f"--components {components} must be between 1 and the token width {self.dim}")
         if self.n < max(2, components):
@@ -235,9 +239,11 @@ class PcaAccumulator:
         direction = comps[0]
         p = (self._kept.astype(np.float64) - mean) @ direction
         lo, hi = float(p.min()), float(p.max())
-        span = hi - lo
-        s = (p - lo) / span if span > 1e-12 * max(1.0, abs(hi)) else np.zeros_like(p)
-        bg_as_is, bg_flipped = int(np.sum(s > threshold)), int(np.sum(1.0 - s > threshold))
+        if not _flat(lo, hi):
+            s = (p - lo) / (hi - lo)
+            bg_as_is, bg_flipped = int(np.sum(s > threshold)), int(np.sum(1.0 - s > threshold))
+        else:  # no spread: every score is 0 (`score`), so every patch is foreground whatever the sign
+            bg_as_is = bg_flipped = 0
         flipped = bg_flipped > bg_as_is
         if flipped:
             direction, lo, hi = -direction, -hi, -lo

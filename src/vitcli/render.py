@@ -129,6 +129,12 @@ def pair(p) -> str:
     return f"{p[0]}x{p[1]}"
 
 
+def lost_rows(skipped) -> int:
+    """Rows lost with the skipped entries (`results.Skipped` or their `to_dict()`): a collapsed entry counts its
+    `rows` (a video's lost frames), an input that could not be opened at all (rows 0) counts one."""
+    return sum(max(1, s.get("rows", 1) if isinstance(s, dict) else s.rows) for s in skipped)
+
+
 def table(title: str | None, *columns: str, right_from: int = 1) -> Table:
     """A table whose columns from `right_from` on are right-aligned (numbers)."""
     t = Table(title=title, title_justify="left", title_style="bold")
@@ -305,7 +311,6 @@ def render_token_presets(result) -> None:
 
 
 @renders("VariantsResult")
-@renders("VariantsResult")
 def render_variants(result) -> None:
     t = table(None, "variant", "timm name", "patch", "width", "depth", "heads", "MLP", "params", "classes",
               "tokens", right_from=2)
@@ -478,8 +483,7 @@ def render_features(result) -> None:
     if d.get("fused_cameras"):
         rows.append(("cameras", f"{', '.join(d['fused_cameras']['cameras'])} side by side along channels "
                                 f"({d['fused_cameras']['channels_per_camera']} each)"))
-    lost = sum(max(1, s.get("rows", 1)) for s in d["skipped"])
-    rows.append(("rows", f"{shape[0]:,} written of {d['rows_in']:,}, {lost:,} skipped"
+    rows.append(("rows", f"{shape[0]:,} written of {d['rows_in']:,}, {lost_rows(d['skipped']):,} skipped"
                          + (f", resumed after {result.resumed_from:,}" if result.resumed_from else "")))
     facts(rows)
 
@@ -619,15 +623,12 @@ def render_inspect(result) -> None:
 
 @renders("PcaResult")
 def render_pca(result) -> None:
-    m, r, tok = result.model, result.result, result.tokens
-    noun, k = getattr(result, "noun", "images"), len(result.fit_images)
-    one = noun[:-1] + ("s" if k != 1 else "")
-    fitted = {"joint": f"jointly on all {k} {noun}",
-              "per-image": f"one PCA per {noun[:-1]}",
-              "fit-on": f"on {k} other input{'s' if k != 1 else ''} (--fit-on)",
-              "fit-first": f"on the first {k} {one} (--fit-first), applied to all"}[r.mode]
+    from vitcli.commands.pca import fit_description
+
+    m, r, tok, noun = result.model, result.result, result.tokens, result.noun
     rows = [("model", f"{m.name} ({m.weights})"), ("tokens", tok["description"]),
-            (noun, f"{len(result.images)} read, {len(result.skipped)} skipped"), ("fitted", fitted)]
+            (noun, f"{len(result.images)} read, {lost_rows(result.skipped)} skipped"),
+            ("fitted", fit_description(r.mode, len(result.fit_images), noun))]
     con = out()
     facts(rows)
     t = table(None, "fit", *[f"PC{i + 1}" for i in range(r.maps.shape[-1])], "patches")
@@ -642,7 +643,7 @@ def render_pca(result) -> None:
                   f"{rule.threshold:g}, sign chosen so the larger part is background)")
     for k, v in result.outputs.items():
         con.print(f"wrote {k.replace('_', ' ')}: {escape(v)}")
-    rp = getattr(result, "row_pictures", None)
+    rp = result.row_pictures
     if rp and rp["kind"] == "animation":
         con.print(f"animation: {rp['frames']} frames at {rp['fps']:g} fps ({rp['frame_ms']} ms each)")
     elif rp:
@@ -712,8 +713,7 @@ def render_explore(result) -> None:
 @renders("MergeResult")
 def render_merge(result) -> None:
     d = result.sidecar_data
-    lost = sum(max(1, s.get("rows", 1)) for s in d["skipped"])
     facts([("wrote", f"{result.out}  shape ({', '.join(map(str, d['shape']))}) {d['dtype']}, from {result.shards} "
                      f"shards"),
            ("sidecar", result.sidecar),
-           ("rows", f"{d['shape'][0]:,} written of {d['rows_in']:,}, {lost:,} skipped")])
+           ("rows", f"{d['shape'][0]:,} written of {d['rows_in']:,}, {lost_rows(d['skipped']):,} skipped")])

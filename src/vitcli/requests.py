@@ -46,6 +46,13 @@ class ModelRequest:
         one_of("--dtype", self.dtype, DTYPES)
 
 
+def needs_forward(model: ModelRequest, what: str) -> None:
+    """Refuse `--device meta` (shapes only, no values) for a command whose `what` needs a real forward pass."""
+    if model.device == "meta":
+        raise UsageError(f"--device meta builds shapes only, and {what} needs a real forward pass",
+                         hint="use --device cpu, cuda or auto")
+
+
 @dataclass(frozen=True, kw_only=True)
 class RunOptions:
     """How a many-input run is batched and decoded."""

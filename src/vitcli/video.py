@@ -547,7 +547,7 @@ def decode_frames(path: str | Path, indices: Sequence[int], info: VideoInfo | No
     """Yield (index, time in s, RGB PIL.Image in display orientation) for each of `indices` (strictly ascending
     display indices), one decoded frame in memory at a time.
 
-    Between wanted frames the decoder runs on, unless the keyframe before the next wanted frame lies at least
+    Between wanted frames the decoder runs on, unless the keyframe before the next wanted frame lies more than
     SEEK_MIN_SKIP frames past the last decoded one: then it seeks to that keyframe (long stretches are never
     decoded just to be dropped). Each frame is identified by its timestamp (`info.pts`), never by counting
     after a seek; if a seek lands past the frame (open GOP), it retries from the keyframe before. Corrupt or

@@ -67,7 +67,6 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from vitcli.draw_explain import upsample  # noqa: F401  (re-exported: the map -> pixels half of the output)
 from vitcli.errors import MissingExtra, ModelError, UsageError
 
 CAM_METHODS = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "layercam": "LayerCAM", "eigencam": "EigenCAM"}

@@ -135,6 +135,8 @@ def extract(extractors: list[Extractor], pool, recipe, items, write, start: int 
                 with autocast(device, dtype):
                     parts = [e(x) for e, x in zip(extractors, batch.tensors)]
                 if timing is not None and "first_batch_s" not in timing:
+                    if device.type == "cuda":  # the kernels run asynchronously: wait for them
+                        torch.cuda.synchronize(device)
                     timing["first_batch_s"] = time.perf_counter() - t
                 out = torch.cat(parts, dim=-1)  # (B * group, *row_shape)
                 if group > 1:  # cameras of a row side by side along channels

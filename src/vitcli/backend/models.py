@@ -178,16 +178,15 @@ def load_model(request: ModelRequest, img_size: Pair | None = None, **model_kwar
     return LoadedModel(model, info)
 
 
-def label_names(model: LoadedModel, labels_file: str | None = None) -> list[str]:
-    """Class names: --labels FILE, the model's own label names/descriptions, ImageNet names by class count,
-    or 'class i'."""
+def label_names(model: LoadedModel, labels_file: str | None = None, names: list[str] | None = None) -> list[str]:
+    """Class names: --labels FILE (`names`, as `inputs.read_labels` read it before the model loaded), the model's
+    own label names/descriptions, ImageNet names by class count, or 'class i'."""
     n = model.info.num_classes
     if labels_file:
-        try:
-            text = Path(labels_file).read_text(encoding="utf-8")
-            names = [line.strip() for line in text.splitlines() if line.strip()]
-        except OSError as e:
-            raise UsageError(f"--labels {labels_file}: cannot read ({e.strerror or e})") from e
+        if names is None:
+            from vitcli.inputs import read_labels
+
+            names = read_labels(labels_file)
         if len(names) != n:
             raise UsageError(f"--labels {labels_file} has {len(names)} labels but the model has {n} classes",
                              hint="give one label per line, in class-index order")

@@ -8,9 +8,11 @@ composition), each model's input as a normalised float32 (B, 3, H, W) tensor on 
 could not be read.
 
 Pixels to tensors: uint8 arrays from the workers are stacked, copied to the device (pinned and non-blocking on
-CUDA) and normalised there through timm's own lookup table (`tensor_preprocess.normalize_u8_batch`,
-bit-identical to timm's transform); with GPU decoding, JPEG bytes are decoded on the device (nvJPEG), resized
-and cropped there (`resize_crop_tensor`), and other files fall back to the CPU path per picture.
+CUDA) and normalised there (`tensor_preprocess.normalize_u8_batch`, bit-identical to timm's transform: on CPU
+with torchvision's own arithmetic, on other devices through a lookup table timm's stages computed on CPU);
+with GPU decoding, JPEG bytes are decoded on the device (nvJPEG), resized and cropped there
+(`resize_crop_tensor`), and other files fall back to the CPU path per picture. A JPEG that cannot be decoded
+fails its row alone, as on the CPU path.
 """
 
 from __future__ import annotations
@@ -22,21 +24,14 @@ import numpy as np
 import torch
 
 from vitcli.decode import Decoded, DecodePool, Prep, Recipe
+from vitcli.errors import InputError
 from vitcli.preprocess import NotExact, Plan
-
-def start_decoding(items, videos: dict, batch_size: int, workers: int | None, device: str = "cpu", start: int = 0,
-                   stop: int | None = None, timeout: float | None = None, fast: bool = False, gpu: bool = False):
-    """`vitcli.decode.start` for items[start:stop] (one item per row)."""
-    from vitcli.decode import start as start_pool
-
-    stop = len(items) if stop is None else stop
-    return start_pool(items, videos, [(start, stop)], batch_size, workers, on_cpu=device == "cpu", timeout=timeout,
-                      eager=not (fast or gpu))
 
 
 def recipe_for(configs: list[dict], fast: bool = False, gpu: bool = False) -> Recipe:
     """The workers' recipe for models with these data configs: their exact plans (timm's own transform where a
-    plan cannot reproduce the config)."""
+    plan cannot reproduce the config). `gpu`: JPEGs are handed back as bytes for decoding on the device, if every
+    model allows it (`gpu_refusal`); otherwise decoded on the CPU (`jpeg_bytes` False)."""
     from vitcli.backend.data import eval_transform
 
     preps = []
@@ -45,7 +40,21 @@ def recipe_for(configs: list[dict], fast: bool = False, gpu: bool = False) -> Re
             preps.append(Prep(plan=Plan.from_config(cfg)))
         except NotExact:
             preps.append(Prep(transform=eval_transform(cfg)))
-    return Recipe(tuple(preps), fast=fast and all(p.plan is not None for p in preps), jpeg_bytes=gpu)
+    return Recipe(tuple(preps), fast=fast and all(p.plan is not None for p in preps),
+                  jpeg_bytes=gpu and gpu_refusal(preps) is None)
+
+
+def gpu_refusal(preps) -> str | None:
+    """Why these models' JPEGs cannot be resized and cropped on the device (None: they can): `resize_crop_tensor`
+    needs each model's exact plan, with an interpolation it has (bilinear, bicubic)."""
+    from vitcli.backend.tensor_preprocess import TENSOR_MODES
+
+    for p in preps:
+        if p.plan is None:
+            return "a model's preprocessing has no exact plan (timm's own transform runs on the CPU)"
+        if p.plan.interpolation not in TENSOR_MODES:
+            return f"{p.plan.interpolation} interpolation has no tensor equivalent (only {' and '.join(TENSOR_MODES)})"
+    return None
 
 
 @dataclass
@@ -53,7 +62,6 @@ class Batch:
     positions: list[int]  # positions (in the run) of the rows that were read, in order
     tensors: tuple[torch.Tensor, ...] | None  # one normalised (B, 3, H, W) per model; None when none was read
     failures: list[tuple[int, Decoded]]  # (item position, why) of the rows that could not be read
-    start: int  # the position of this batch's first row
     end: int  # the position after its last row
 
 
@@ -68,12 +76,12 @@ def batches(pool: DecodePool, recipe: Recipe, batch_size: int, device: torch.dev
         while row < stop:
             end = min(stop, (row // batch_size + 1) * batch_size)
             taken = [next(out) for _ in range((end - row) * group)]
-            yield _batch(taken, recipe, device, group, row, end)
+            yield _batch(taken, recipe, device, group, end)
             row = end
 
 
-def _batch(items: list[tuple[int, Decoded]], recipe: Recipe, device: torch.device, group: int, start: int,
-           end: int) -> Batch:
+def _batch(items: list[tuple[int, Decoded]], recipe: Recipe, device: torch.device, group: int, end: int) -> Batch:
+    items, pictures = _decode_jpegs(items, device)
     rows = [items[i:i + group] for i in range(0, len(items), group)]
     good, failures = [], []
     for row in rows:
@@ -85,13 +93,27 @@ def _batch(items: list[tuple[int, Decoded]], recipe: Recipe, device: torch.devic
     tensors = None
     if good:
         outs = [out for row in good for _, out in row]
-        jpegs = [o.jpeg for o in outs if o.jpeg is not None]
-        if jpegs:  # GPU decoding: every JPEG of the batch decoded once, on the device
-            from vitcli.backend.tensor_preprocess import decode_jpeg_batch
-
-            jpegs = decode_jpeg_batch(jpegs, device)
+        jpegs = [pictures[pos] for row in good for pos, out in row if out.jpeg is not None]
         tensors = tuple(_model_input(outs, jpegs, k, prep, device) for k, prep in enumerate(recipe.preps))
-    return Batch([row[0][0] // group for row in good], tensors, failures, start, end)
+    return Batch([row[0][0] // group for row in good], tensors, failures, end)
+
+
+def _decode_jpegs(items: list[tuple[int, Decoded]], device: torch.device
+                  ) -> tuple[list[tuple[int, Decoded]], dict[int, torch.Tensor]]:
+    """GPU decoding: every JPEG of the batch decoded once, on the device. Returns the items, each JPEG that could
+    not be decoded turned into its error (worded as the CPU path words it), and {item position: uint8 (3, h, w)}
+    for the others."""
+    jpegs = [(pos, out.jpeg) for pos, out in items if out.jpeg is not None]
+    if not jpegs:
+        return items, {}
+    from vitcli.backend.tensor_preprocess import decode_jpeg_batch
+
+    names = [f"item {pos}" for pos, _ in jpegs]
+    got = decode_jpeg_batch([data for _, data in jpegs], device, names=names)
+    pictures = {pos: t for (pos, _), t in zip(jpegs, got) if not isinstance(t, InputError)}
+    errors = {pos: Decoded(error=e.message.removeprefix(f"{name}: "))
+              for (pos, _), name, e in zip(jpegs, names, got) if isinstance(e, InputError)}
+    return [(pos, errors.get(pos, out)) for pos, out in items], pictures
 
 
 def _model_input(outs: list[Decoded], jpegs: list, k: int, prep: Prep, device: torch.device) -> torch.Tensor:

@@ -1,9 +1,10 @@
 """timm's eval preprocessing on uint8 tensors, on any device: the GPU path of `vitcli.preprocess.Plan`.
 
 - `normalize_u8_batch` / `normalize_u8_chw`: uint8 pixels -> timm's normalised float32 input, bit-identical
-  to timm's `MaybeToTensor` + `Normalize` on CPU, on every device. It looks values up in a (3, 256) table that
-  timm's own tensor stages computed on CPU, so no float arithmetic happens on the device. (Computing on the
-  device is not safe: `x.float().div(255).sub(mean).div(std)` is bit-identical on CPU, but CUDA turns a
+  to timm's `MaybeToTensor` + `Normalize` on CPU, on every device. CPU tensors are normalised with
+  torchvision's own arithmetic, `x.float().div(255).sub(mean).div(std)` (bit-identical there, and faster than a
+  lookup). Tensors on other devices look values up in a (3, 256) table that timm's own tensor stages computed
+  on CPU, so no float arithmetic happens on the device. (Computing on the device is not safe: CUDA turns a
   division by a Python scalar into a multiplication by its float32 reciprocal (ATen `div_true_kernel_cuda`,
   "may lose one bit of precision"): that is `x * (1/255)`, which differs from `x / 255` for 126 of the 256
   byte values.)
@@ -12,7 +13,8 @@
   to uint8 between its horizontal and vertical passes and uses fixed-point weights. The difference is measured
   in tests/test_preprocess.py.
 - `decode_jpeg_batch`: JPEG bytes -> uint8 (3, H, W) tensors on `device`, nvJPEG on CUDA through
-  `torchvision.io.decode_jpeg`, EXIF orientation applied, per-image PIL fallback for everything else.
+  `torchvision.io.decode_jpeg`, EXIF orientation applied, per-image PIL fallback for everything else; a
+  picture neither can read comes back as its InputError, in its place.
 """
 
 from __future__ import annotations
@@ -25,14 +27,14 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image
 
 from vitcli.errors import InputError
-from vitcli.imaging import _to_rgb
+from vitcli.imaging import open_image
 from vitcli.preprocess import NotExact, Plan
 
 __all__ = ["normalize_lut", "normalize_u8_batch", "normalize_u8_chw", "resize_crop_tensor", "orient",
-           "decode_jpeg_batch"]
+           "decode_jpeg_batch", "TENSOR_MODES"]
 
 
 # ---- normalisation ------------------------------------------------------------------------------------------
@@ -86,7 +88,7 @@ def normalize_u8_batch(u8: torch.Tensor, plan: Plan) -> torch.Tensor:
 
 # ---- resize and crop on tensors -----------------------------------------------------------------------------
 
-_MODES = ("bilinear", "bicubic")
+TENSOR_MODES = ("bilinear", "bicubic")  # the plan interpolations `resize_crop_tensor` reproduces
 
 
 def _pass(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
@@ -114,7 +116,7 @@ def resize_crop_tensor(u8: torch.Tensor, plan: Plan) -> torch.Tensor:
     path for them."""
     if u8.dtype != torch.uint8 or u8.dim() not in (3, 4) or u8.shape[-3] != 3:
         raise ValueError(f"expected uint8 (B, 3, H, W) or (3, H, W), got {u8.dtype} {tuple(u8.shape)}")
-    if plan.interpolation not in _MODES:
+    if plan.interpolation not in TENSOR_MODES:
         raise NotExact(f"interpolation {plan.interpolation!r} has no torch equivalent")
     single = u8.dim() == 3
     x = u8.unsqueeze(0) if single else u8
@@ -172,25 +174,6 @@ def _device_jpeg(data: bytes) -> int | None:
         return None
 
 
-def _pil_decode(data: bytes, name: str) -> Image.Image:
-    """Bytes -> RGB with EXIF orientation (imaging.open_image's rules, from memory)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                img.seek(0)
-                img.load()
-                rgb, _ = _to_rgb(ImageOps.exif_transpose(img))
-                rgb.load()
-                return rgb
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise InputError(f"{name}: too many pixels ({e})".replace("\n", " "),
-                         hint="raise PIL.Image.MAX_IMAGE_PIXELS only for files you trust") from e
-    except Exception as e:  # noqa: BLE001
-        raise InputError(f"{name}: cannot decode ({str(e) or type(e).__name__})",
-                         hint="re-export or re-download it") from e
-
-
 def _decode(tensors: list[torch.Tensor], device) -> list[torch.Tensor]:
     from torchvision.io import ImageReadMode, decode_jpeg
 
@@ -201,14 +184,15 @@ def _decode(tensors: list[torch.Tensor], device) -> list[torch.Tensor]:
 
 def decode_jpeg_batch(datas: Sequence[bytes], device: str | torch.device,
                       fallback: Callable[[int], Image.Image] | None = None,
-                      names: Sequence[str] | None = None) -> list[torch.Tensor]:
+                      names: Sequence[str] | None = None) -> list[torch.Tensor | InputError]:
     """Encoded images -> uint8 (3, H, W) tensors on `device`, EXIF orientation applied, in input order.
 
     JPEGs go through one batched `torchvision.io.decode_jpeg(..., device=device)` (nvJPEG on CUDA); if the
     batch fails, each is retried alone. Anything else (PNG, CMYK JPEG, over PIL's pixel limit, a JPEG the
-    device decoder rejects) goes to `fallback(i)` -> RGB PIL image, by default PIL on the bytes (InputError
-    naming `names[i]` when it cannot be read)."""
-    out: list[torch.Tensor | None] = [None] * len(datas)
+    device decoder rejects) goes to `fallback(i)` -> RGB PIL image, by default `imaging.open_image` on the
+    bytes. A picture that neither can read is, in its place, the InputError that says why (naming `names[i]`,
+    by default "image i"): one bad file does not stop the others."""
+    out: list[torch.Tensor | InputError | None] = [None] * len(datas)
     orientations = [_device_jpeg(d) for d in datas]
     todo = [i for i, o in enumerate(orientations) if o is not None]
     if todo:
@@ -227,7 +211,11 @@ def decode_jpeg_batch(datas: Sequence[bytes], device: str | torch.device,
                 out[i] = orient(t, orientations[i]).contiguous()
     for i, t in enumerate(out):
         if t is None:
-            img = fallback(i) if fallback else _pil_decode(datas[i], names[i] if names else f"image {i}")
+            try:
+                img = fallback(i) if fallback else open_image(names[i] if names else f"image {i}", data=datas[i]).image
+            except InputError as e:
+                out[i] = e
+                continue
             arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
             out[i] = torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous().to(device)
     return out

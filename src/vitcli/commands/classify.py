@@ -55,9 +55,10 @@ def write_csv(path: str, predictions, k: int) -> None:
 
 def run_classify(req: ClassifyRequest, ui: Reporter = SILENT) -> ClassifyResult:
     from vitcli import cluster, decode
-    from vitcli.inputs import collect
+    from vitcli.inputs import collect, read_labels
 
     check_targets([req.csv], req.force)
+    given_labels = read_labels(req.labels) if req.labels else None
     collected = collect(req.inputs, req.run.recursive, req.sampling.video() if req.sampling else None)
     items = collected.items
     pool = decode.start(items, collected.videos, [(0, len(items))], req.run.batch_size, req.run.workers,
@@ -70,7 +71,7 @@ def run_classify(req: ClassifyRequest, ui: Reporter = SILENT) -> ClassifyResult:
         if not req.model.pretrained:
             ui.warn("--no-pretrained: random weights, the predictions below are meaningless")
         model = load_model(req.model)
-        labels = label_names(model, req.labels)
+        labels = label_names(model, req.labels, given_labels)
         recipe = recipe_for([model.info.data_config])
         pool.set_recipe(recipe)
         predictions, skipped = classify(model, pool, recipe, items, labels, req.top_k, req.run.batch_size,

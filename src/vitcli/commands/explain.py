@@ -30,7 +30,7 @@ from vitcli.core.tokens import Pair, parse_pair
 from vitcli.errors import InputError, ModelError, UsageError
 from vitcli.outputs import check_targets, save_picture
 from vitcli.progress import SILENT, Reporter
-from vitcli.requests import RANDOM_PICTURES, ModelRequest, at_least
+from vitcli.requests import RANDOM_PICTURES, ModelRequest, at_least, needs_forward
 
 METHODS = tuple(m.value for m in Method)  # vitcli.backend.explain.METHODS, the most faithful first
 DEFAULT_METHOD = "occlusion"  # measured on a trained model: docs/explain.md
@@ -71,6 +71,7 @@ class ExplainRequest:
                 raise UsageError(f"--method {m!r} is not one of {', '.join(METHODS)}")
         if len(set(self.methods)) != len(self.methods):
             raise UsageError("a --method is given twice", hint="give each method once")
+        needs_forward(self.model, "vitcli explain")
         at_least("--ig-steps", self.ig_steps, 1)
         at_least("--batch-size", self.batch_size, 1)
         if self.layer is not None and not any(m in CAM_METHODS for m in self.methods):
@@ -220,22 +221,25 @@ def run_explain(req: ExplainRequest, ui: Reporter = SILENT) -> ExplainResult:
     from vitcli.backend.models import label_names, load_model
     from vitcli.draw_explain import Panel, explain_sheet, on_original, score_text
     from vitcli.export import save_npy
-    from vitcli.inputs import open_single
+    from vitcli.inputs import open_single, read_labels
     from vitcli.preprocess import NotExact, Plan
 
     full = full_npy_path(req.npy) if req.npy else None
     check_targets([req.out, req.npy, full], req.force)
     embedding = read_embedding(req.target_embedding, req.row) if req.target_embedding else None
+    given_labels = read_labels(req.labels) if req.labels else None  # the count is checked once the model is loaded
     loaded = open_single(req.image)  # a bad image (or video frame) fails here, before the model loads
     if not req.model.pretrained:
         ui.warn(RANDOM_PICTURES)
     model = load_model(req.model, img_size=req.size)
     info, module = model.info, model.module
+    if req.layer is not None:
+        E.block_index(module, req.layer)  # out of range: a UsageError now, before any method runs
     if embedding is None and not info.num_classes:
         raise UsageError(f"{info.name} has no classifier head, so there is no class to explain",
                          hint="give --target-embedding FILE.npy (e.g. a row of `vitcli features --mode cls` output) "
                               "to explain the similarity to that vector")
-    labels = label_names(model, req.labels) if info.num_classes else []
+    labels = label_names(model, req.labels, given_labels) if info.num_classes else []
     if embedding is not None or req.target == "top1":
         target: int | str = "top1"
     elif _INDEX.match(req.target):

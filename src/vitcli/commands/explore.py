@@ -20,7 +20,7 @@ from vitcli.core.tokens import Pair, fmt_pair, parse_pair
 from vitcli.errors import ModelError, UsageError
 from vitcli.outputs import check_targets
 from vitcli.progress import SILENT, Reporter
-from vitcli.requests import ModelRequest
+from vitcli.requests import ModelRequest, needs_forward
 from vitcli.results import ModelInfo
 
 RANDOM_PAGE = ("--no-pretrained: random weights, the page shows the machinery, not what a trained ViT does "
@@ -39,9 +39,7 @@ class ExploreRequest:
     def __post_init__(self):
         if not self.out:
             raise UsageError("-o/--out: give the path of the HTML page to write", hint="e.g. -o page.html")
-        if self.model.device == "meta":
-            raise UsageError("--device meta builds shapes only, and the page needs a real forward pass",
-                             hint="use --device cpu, cuda or auto")
+        needs_forward(self.model, "the page")
         if self.size is not None:
             object.__setattr__(self, "size", parse_pair(self.size, "--size"))
 

@@ -297,10 +297,17 @@ class _Run:
 def run_features(req: FeaturesRequest, ui: Reporter = SILENT) -> FeaturesResult | None:
     """Extract features of every row into `req.out`; None on a torchrun rank other than 0 (rank 0 reports)."""
     from vitcli import cluster
-    from vitcli.export import ShardPlan, ShardSet, partial_paths, sidecar_path
+    from vitcli.export import ShardPlan, ShardSet, resume_point, sidecar_path
     from vitcli.inputs import collect, lerobot_items
 
     target = Path(req.out)
+    rank, world = cluster.world()
+    if req.resume and world > 1:  # the ranks' parts are never resumed: a resumed rank 0 would clip its rows
+        raise UsageError("--resume is not available under torchrun",
+                         hint="rerun the whole job, or give a folder (-o feats/): it resumes by itself")
+    if req.force and req.directory and (world > 1 or (req.task is not None and req.task[1] > 1)):
+        raise UsageError("--force under torchrun or --task would let each process delete the others' shards",
+                         hint="empty the folder once before the job starts, and run it without --force")
     if req.directory:
         if target.exists() and not target.is_dir():
             raise OutputError(f"{target}: exists and is not a directory", hint="choose another -o FOLDER/")
@@ -323,7 +330,6 @@ def run_features(req: FeaturesRequest, ui: Reporter = SILENT) -> FeaturesResult 
         inputs = (*req.inputs, *(from_list(req.from_list) if req.from_list else ()))
         collected = collect(inputs, req.run.recursive, req.sampling.video())
     group = len(cameras) if cameras else 1
-    rank, world = cluster.world()
     if req.engine == "ray" and world > 1:
         raise UsageError("--engine ray spreads the shards over the Ray cluster; torchrun would start it once per rank",
                          hint="run vitcli once, without torchrun")
@@ -343,8 +349,7 @@ def run_features(req: FeaturesRequest, ui: Reporter = SILENT) -> FeaturesResult 
         if shard_rows:  # else the shard size follows from the row size, known once the models are
             run.ranges = _shard_ranges(target, ShardPlan(run.rows, shard_rows), rank, world)
     else:
-        partial, _ = partial_paths(target)
-        run.resume_from = _resume_point(partial) if req.resume else 0
+        run.resume_from = resume_point(target) if req.resume else 0
         start, stop = cluster.shard(run.rows, req.run.batch_size, rank, world) if world > 1 else (0, run.rows)
         run.ranges = [(max(start, run.resume_from), stop)]
     pool = _decoding(req, run) if run.ranges is not None else None  # decoding while torch imports, models load
@@ -361,13 +366,6 @@ def _decoding(req: FeaturesRequest, run: _Run):
     return decode.start(run.items, run.videos, run.ranges, req.run.batch_size, req.run.workers,
                         on_cpu=cluster.probably_cpu(req.models[0].device), timeout=req.decode_timeout,
                         eager=not (req.fast_decode or req.gpu_decode), group=run.group)
-
-
-def _resume_point(partial: Path) -> int:
-    state = Path(str(partial) + ".json")
-    if not state.exists():
-        return 0
-    return int(json.loads(state.read_text(encoding="utf-8"))["next_input"])
 
 
 def _shard_ranges(folder: Path, plan, rank: int, world: int) -> list[tuple[int, int]]:
@@ -433,7 +431,7 @@ def setup(req: FeaturesRequest, run: _Run, requests: list[ModelRequest]) -> Setu
     settings = {"batch_size": req.run.batch_size, "dtype": requests[0].dtype, "out_dtype": req.out_dtype,
                 "size": list(req.size) if req.size else None, "squash": requests[0].squash, "grid": feat.grid,
                 "stop_early": feat.stop_early,
-                "decode": "gpu" if req.gpu_decode else "fast" if recipe.fast else "exact",
+                "decode": "gpu" if recipe.jpeg_bytes else "fast" if recipe.fast else "exact",
                 "sampling": {k: v for k, v in req.sampling.__dict__.items() if v is not None} or None,
                 "lerobot": ({"root": req.lerobot, "cameras": sorted({i.camera for i in run.items}),
                              "episodes": req.episodes, "fuse_cameras": req.fuse_cameras} if req.lerobot else None)}
@@ -467,12 +465,13 @@ def shard_set(req: FeaturesRequest, run: _Run, s: Setup):
 def _computed(req: FeaturesRequest, ui: Reporter, run: _Run, pool) -> FeaturesResult | None:
     import time
 
+    from vitcli import cluster
     from vitcli.backend import distributed
     from vitcli.export import partial_paths
 
     target, out_dtype = Path(req.out), req.out_dtype
     requests = list(req.models)
-    torchrun = distributed.under_torchrun()
+    torchrun = cluster.under_torchrun()
     if torchrun:
         requests = [replace(r, device=distributed.local_device(r.device)) for r in requests]
         distributed.init(requests[0].device)
@@ -482,6 +481,10 @@ def _computed(req: FeaturesRequest, ui: Reporter, run: _Run, pool) -> FeaturesRe
         ui.warn("--no-pretrained: random weights, the features are meaningless")
     st = setup(req, run, requests)
     extractors, row_shape, recipe, row_bytes = st.extractors, st.row_shape, st.recipe, st.row_bytes
+    if req.gpu_decode and not recipe.jpeg_bytes:
+        from vitcli.backend.pipeline import gpu_refusal
+
+        ui.warn(f"--gpu-decode: {gpu_refusal(recipe.preps)}; decoding on the CPU instead")
 
     shards = None
     if req.directory:
@@ -522,7 +525,7 @@ def _computed(req: FeaturesRequest, ui: Reporter, run: _Run, pool) -> FeaturesRe
                 distributed.finish()
             return result
         return _write_file(req, ui, target, extractors, pool, recipe, run, row_shape, out_dtype, st.common,
-                           st.fingerprint, torchrun, progress, t0, st.timing)
+                           st.fingerprint, progress, t0, st.timing)
     finally:
         if owned:
             pool.close()
@@ -604,11 +607,11 @@ def _directory_result(target: Path, run: _Run, done: int, seconds: float) -> Fea
 
 
 def _write_file(req, ui, target, extractors, pool, recipe, run: _Run, row_shape, out_dtype, common, fingerprint,
-                torchrun, progress, t0, timing: dict) -> FeaturesResult | None:
+                progress, t0, timing: dict) -> FeaturesResult | None:
     import time
 
     from vitcli.backend.features import extract
-    from vitcli.export import NpyWriter, partial_paths, sidecar_path
+    from vitcli.export import NpyWriter, sidecar_path
 
     (start, stop), = run.ranges
     if run.world > 1:  # each rank its part; rank 0 concatenates them
@@ -618,14 +621,18 @@ def _write_file(req, ui, target, extractors, pool, recipe, run: _Run, row_shape,
         writer = NpyWriter(target, run.rows, row_shape, out_dtype, fingerprint, req.resume)
         if req.resume and not writer.resumed:
             ui.note(f"nothing to resume at {writer.path}: starting from the first row")
-    partial, _ = partial_paths(target)
     try:
         extract(extractors, pool, recipe, run.items, writer.write, batch_size=req.run.batch_size, progress=progress,
                 group=run.group, ranges=run.ranges, timing=timing)
     except KeyboardInterrupt:
         writer.close()
+        if run.world > 1:  # a rank's part cannot be resumed
+            done = max(0, writer.state.next_input - start)
+            raise Interrupted(f"interrupted: rank {run.rank} had done {done} of its {stop - start} rows",
+                              hint="rerun the whole torchrun command, which starts over; a folder output "
+                                   "(-o feats/) keeps its finished shards") from None
         raise Interrupted(f"interrupted after {writer.state.next_input} of {run.rows} rows; the finished batches "
-                          f"are kept in {partial}", hint="run the same command with --resume to continue") from None
+                          f"are kept in {writer.path}", hint="run the same command with --resume to continue") from None
     except BaseException:
         writer.close()
         raise
@@ -645,7 +652,7 @@ def _merge_ranks(target: Path, writer, common, out_dtype, run: _Run, fingerprint
     """A single-file output under torchrun: rank 0 concatenates every rank's part in rank order; the others wait,
     then return None. (A directory output needs no such step: each rank writes its own shards.)"""
     from vitcli.backend import distributed
-    from vitcli.export import NpyWriter, open_rows, sidecar_path
+    from vitcli.export import NpyWriter, append_rows, sidecar_path
 
     writer.close()
     parts = distributed.gather((str(writer.path), str(writer.state_path), writer.state.rows, writer.state.skipped))
@@ -654,8 +661,7 @@ def _merge_ranks(target: Path, writer, common, out_dtype, run: _Run, fingerprint
         skipped = [s for part in parts for s in part[3]]
         final = NpyWriter(target, run.rows, tuple(common["row_shape"]), out_dtype, fingerprint)
         for path, state_path, rows, _ in parts:
-            for chunk in open_rows(Path(path), rows):
-                final.write(chunk, run.rows, [])
+            append_rows(final, Path(path), rows, run.rows)
             Path(path).unlink()
             Path(state_path).unlink()
         data = _sidecar(target.name, common, run.items, run.group, _good(0, run.rows, skipped), skipped, run.rows,

@@ -52,7 +52,7 @@ def run_merge(req: MergeRequest, ui: Reporter = SILENT) -> MergeResult:
     import numpy as np
 
     from vitcli.commands.features import SHARD_ONLY
-    from vitcli.export import INDEX, NpyWriter, sidecar_path
+    from vitcli.export import INDEX, NpyWriter, append_rows, sidecar_path
     from vitcli.results import collapse
 
     folder, target = Path(req.folders[0]), Path(req.out)
@@ -76,11 +76,8 @@ def run_merge(req: MergeRequest, ui: Reporter = SILENT) -> MergeResult:
     progress = ui.progress()
     progress.start(len(sides), "merge")
     try:
-        for s in index["shards"]:
-            mm = np.load(folder / s["file"], mmap_mode="r")
-            for i in range(0, len(mm), 4096):
-                writer.write(np.asarray(mm[i:i + 4096]), index["rows"], [])
-            del mm
+        for s, side in zip(index["shards"], sides):
+            append_rows(writer, folder / s["file"], side["shape"][0], index["rows"])
             progress.advance()
     except BaseException:
         writer.close()

@@ -42,7 +42,7 @@ from vitcli.errors import InputError, OutputError, UsageError
 from vitcli.inputs import Collected, Item
 from vitcli.outputs import atomic_output, check_targets, ensure_room, save_picture
 from vitcli.progress import SILENT, Reporter
-from vitcli.requests import RANDOM_PICTURES, FeatureRequest, ModelRequest, RunOptions, at_least
+from vitcli.requests import RANDOM_PICTURES, FeatureRequest, ModelRequest, RunOptions, at_least, needs_forward
 from vitcli.results import ModelInfo, Outcome, Skipped, collapse
 
 SHEET_MAX = 64  # images drawn on one sheet; --npy and --json hold every image
@@ -300,6 +300,7 @@ class PcaRequest:
         if not self.inputs:
             raise UsageError("give at least one image, video, directory or glob pattern",
                              hint="e.g. vitcli pca photo.jpg, or vitcli pca clip.mp4 --fps 2 -o pca.gif")
+        needs_forward(self.model, "vitcli pca")
         if not 1 <= self.components <= MAX_COMPONENTS:
             raise UsageError(f"--components {self.components} must be 1, 2 or 3 (colours: R, G, B)")
         ways = [flag for flag, on in (("--per-image", self.per_image), ("--fit-on", bool(self.fit_on)),
@@ -342,9 +343,7 @@ class PcaResult(Outcome):
 
     @property
     def noun(self) -> str:
-        """What the rows are, for people: frames (all from videos), images (none), else inputs."""
-        frames = [r.get("frame") is not None for r in self.rows]
-        return "frames" if frames and all(frames) else "images" if not any(frames) else "inputs"
+        return noun_for([r.get("frame") is not None for r in self.rows])
 
     def to_dict(self) -> dict:
         d = {"model": self.model.to_dict(), "tokens": self.tokens, "images": list(self.images),
@@ -422,12 +421,12 @@ def run_pca(req: PcaRequest, ui: Reporter = SILENT) -> PcaResult:
                 save_npy(maps.mask.astype(bool), mask_path(req.npy))
                 outputs["mask_npy"] = str(mask_path(req.npy))
         if req.out or req.mask:
-            noun = _noun(images)
-            lines = _legend(src, maps, len(fit_images), noun)
+            what = noun_for([i.is_video for i in images])
+            lines = _legend(src, maps, len(fit_images), what)
             if req.out and kind == "sheet" or req.mask:
                 shown = min(len(images), SHEET_MAX)
                 if shown < len(images):
-                    ui.note(f"the pictures show the first {shown} of {len(images)} {noun}; --npy holds them all"
+                    ui.note(f"the pictures show the first {shown} of {len(images)} {what}; --npy holds them all"
                             + ("; -o NAME.gif or -o FOLDER/ draws every one" if kind == "sheet" else ""))
                 pictures, names = model_pictures(src.info, tok, shown), titles(images[:shown])
                 mask = None if maps.mask is None else maps.mask[:shown]
@@ -489,9 +488,20 @@ def _check_folder(out: str) -> None:
         raise OutputError(f"{p.absolute().parent}: no such directory", hint="create it first")
 
 
-def _noun(items: Sequence[Item]) -> str:
-    frames = [i.is_video for i in items]
+def noun_for(frames: Sequence[bool]) -> str:
+    """What the rows are, for people, from whether each is a video frame: frames (all), images (none), else
+    inputs."""
     return "frames" if frames and all(frames) else "images" if not any(frames) else "inputs"
+
+
+def fit_description(mode: str, n_fit: int, noun: str) -> str:
+    """How the PCA was fitted (`PcaMaps.mode`), in words: the `fitted` line of the table and the pictures' legend.
+    `n_fit`: the rows (or --fit-on inputs) fitted on; `noun`: what the rows are (`noun_for`)."""
+    one, s = noun[:-1], "" if n_fit == 1 else "s"
+    return {"joint": f"jointly on all {n_fit} {noun}",
+            "per-image": f"one PCA per {one}",
+            "fit-on": f"on {n_fit} other input{s} (--fit-on)",
+            "fit-first": f"on the first {n_fit} {one}{s} (--fit-first), applied to all"}[mode]
 
 
 def _row_picture(tok: Tokens, src: TokenSource, maps, i: int, lines: list[str]):
@@ -505,15 +515,11 @@ def _variance(fit) -> str:
     return ", ".join(f"{100 * v:.1f}%" for v in fit.explained_variance_ratio)
 
 
-def _legend(src: TokenSource, maps, n_fit: int, noun: str = "images") -> list[str]:
+def _legend(src: TokenSource, maps, n_fit: int, what: str = "images") -> list[str]:
     """The lines under the PCA pictures: model, tokens, how the PCA was fitted, what the components explain."""
-    s = "" if n_fit == 1 else "s"
-    one = noun[:-1]
-    how = {"joint": f"one PCA fitted on all {n_fit} {noun} (colours comparable across {noun})",
-           "per-image": f"one PCA per {one} (colours not comparable across {noun})",
-           "fit-on": f"fitted on {n_fit} other input{s} (--fit-on)",
-           "fit-first": f"fitted on the first {n_fit} {one + s} (--fit-first) and applied to all"}[maps.mode]
-    lines = [f"{src.info.name}: {src.description}.", f"{how[0].upper()}{how[1:]}"
+    comparable = "not comparable" if maps.mode == "per-image" else "comparable"
+    lines = [f"{src.info.name}: {src.description}.",
+             f"Fitted {fit_description(maps.mode, n_fit, what)} (colours {comparable} across {what})"
              + (f"; explained variance {_variance(maps.fits[0])}." if len(maps.fits) == 1 else ".")]
     if maps.rules:
         rule = maps.rules[0]

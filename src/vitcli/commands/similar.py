@@ -34,7 +34,7 @@ from vitcli.core.tokens import Pair, parse_pair
 from vitcli.errors import InputError, UsageError
 from vitcli.outputs import check_targets, save_picture
 from vitcli.progress import SILENT, Reporter
-from vitcli.requests import RANDOM_PICTURES, ModelRequest, RunOptions, at_least
+from vitcli.requests import RANDOM_PICTURES, ModelRequest, RunOptions, at_least, needs_forward
 from vitcli.results import ModelInfo, Outcome, Skipped
 
 _INTS = re.compile(r"^\s*(-?\d+)\s*,\s*(-?\d+)\s*$")
@@ -82,6 +82,7 @@ class SimilarRequest:
     def __post_init__(self):
         if self.size is not None:
             object.__setattr__(self, "size", parse_pair(self.size, "--size"))
+        needs_forward(self.model, "vitcli similar")
         given = [flag for flag, v in (("--patch", self.patch), ("--point", self.point)) if v is not None]
         if self.mutual:
             if given:

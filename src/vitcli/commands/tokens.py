@@ -3,7 +3,6 @@ tokens a VLM/VLA's language model receives per image and per robot control step 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -55,20 +54,14 @@ class TokensRequest:
                                  hint="--list-presets --size HxW shows every preset's tokens at that size")
             return
         if self.preset:
-            from vitcli.core.vlm import get_vlm_preset, resolve_options
+            from vitcli.core.vlm import check_control, get_vlm_preset, resolve_options
 
             if layout_flags:
                 raise UsageError(f"--preset {self.preset} sets the patch, prefix tokens and models itself",
                                  hint=f"drop {'/'.join(layout_flags)} (--size is the input image or camera frame)")
             p = get_vlm_preset(self.preset)
             resolve_options(p, given)  # an option the preset does not take, or a bad value: UsageError
-            for flag, n in (("--cameras", self.cameras), ("--frames", self.frames)):
-                if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-                    raise UsageError(f"{flag} {n!r} must be a whole number of at least 1")
-            if self.hz is not None and (isinstance(self.hz, bool) or not isinstance(self.hz, (int, float))
-                                        or not math.isfinite(self.hz) or self.hz <= 0):
-                raise UsageError(f"--hz {self.hz!r} must be a finite rate above 0 (control steps per second)",
-                                 hint="e.g. --hz 50")
+            check_control(self.cameras, self.frames, self.hz)
             return
         if vlm_flags:
             raise UsageError(f"{', '.join(vlm_flags)} need{'s' if len(vlm_flags) == 1 else ''} --preset",

@@ -984,6 +984,16 @@ class ControlBudget:
         }
 
 
+def check_control(cameras: int | None, frames: int | None, hz: float | None) -> None:
+    """--cameras and --frames: whole numbers of at least 1; --hz: a finite rate above 0. None: not given."""
+    for flag, n in (("--cameras", cameras), ("--frames", frames)):
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise UsageError(f"{flag} {n!r} must be a whole number of at least 1")
+    if hz is not None and (isinstance(hz, bool) or not isinstance(hz, (int, float)) or not math.isfinite(hz)
+                           or hz <= 0):
+        raise UsageError(f"--hz {hz!r} must be a finite rate above 0 (control steps per second)", hint="e.g. --hz 50")
+
+
 def control_budget(rows: Sequence[ImageTokens], cameras: int | None = None, frames: int = 1,
                    hz: float | None = None) -> ControlBudget:
     """Per-step and per-second budget from per-image `rows` (all of one preset).
@@ -1000,12 +1010,7 @@ def control_budget(rows: Sequence[ImageTokens], cameras: int | None = None, fram
     if len(names) != 1:
         raise UsageError(f"rows of several presets ({', '.join(sorted(names))}) cannot share one budget")
     p = get_vlm_preset(rows[0].preset)
-    if cameras is not None and (isinstance(cameras, bool) or not isinstance(cameras, int) or cameras < 1):
-        raise UsageError(f"--cameras {cameras!r} must be a whole number of at least 1")
-    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
-        raise UsageError(f"--frames {frames!r} must be a whole number of at least 1")
-    if hz is not None and (isinstance(hz, bool) or not isinstance(hz, (int, float)) or not hz > 0):
-        raise UsageError(f"--hz {hz!r} must be a rate above 0 (control steps per second)")
+    check_control(cameras, frames, hz)
     if len(rows) > 1:
         if cameras is not None and cameras != len(rows):
             raise UsageError(f"--cameras {cameras} does not match the {len(rows)} sizes given",
