@@ -24,6 +24,8 @@ then extract), as a script would run it; only the limit is pure compute:
              loads and computes; normalisation on the device
   fast       vitcli --fast-decode (JPEGs at least twice the model's resize target decoded at a DCT scale)
   gpu        vitcli --gpu-decode (JPEGs decoded, resized and cropped on the CUDA device: nvJPEG)
+  compile    vitcli --compile (torch.compile of the extractor; every run compiles again, so its first batch,
+             reported under start-up, carries the compile; inductor's on-disk cache shortens later runs)
   nice0      vitcli with its CPU decoding workers at the model's priority instead of the lowest
              (`vitcli.decode.CPU_WORKER_NICENESS = 0` around the call)
   workers0   vitcli --workers 0 (decoding in the main process)
@@ -76,7 +78,7 @@ from vitcli.progress import Progress, Reporter  # noqa: E402
 
 DEFAULT_SIZES = "500x375,1920x1080,4032x3024"
 LABELS = {"forward": "forward alone (the limit)", "vitcli": "vitcli features", "fast": "vitcli --fast-decode",
-          "gpu": "vitcli --gpu-decode", "nice0": "vitcli, workers at normal priority",
+          "gpu": "vitcli --gpu-decode", "compile": "vitcli --compile", "nice0": "vitcli, workers at normal priority",
           "workers0": "vitcli --workers 0", "naive": "naive timm loop, one image at a time",
           "hf": "transformers pipeline, batched"}
 CPU_METHODS, CUDA_METHODS = "forward,vitcli,fast,nice0,naive,hf", "forward,vitcli,fast,gpu"
@@ -221,7 +223,7 @@ def autocast(device: torch.device, dtype: str):
 
 def vitcli_run(inputs: list[str], out: Path, model_req, batch_size: int, *, workers: int | None = None,
                fast: bool = False, gpu: bool = False, sampling=None, niceness: int | None = None,
-               mode: str = "patch") -> Timed:
+               mode: str = "patch", compile: bool = False) -> Timed:
     """run_features as a script calls it, timed from the call; the start-up from the pool's events."""
     from vitcli import decode
     from vitcli.commands.features import FeaturesRequest, Sampling, run_features
@@ -234,7 +236,7 @@ def vitcli_run(inputs: list[str], out: Path, model_req, batch_size: int, *, work
     try:
         t0 = time.monotonic()
         req = FeaturesRequest(inputs=tuple(inputs), out=str(out), models=(model_req,), force=True, mode=mode,
-                              run=RunOptions(batch_size=batch_size, workers=workers), fast_decode=fast,
+                              run=RunOptions(batch_size=batch_size, workers=workers, compile=compile), fast_decode=fast,
                               gpu_decode=gpu, sampling=sampling or Sampling())
         result = run_features(req, probe)
         total = time.monotonic() - t0
@@ -422,6 +424,7 @@ def measure_set(paths: list[str], args, env: dict) -> dict:
         "vitcli": lambda sel: vitcli("vitcli", sel),
         "fast": lambda sel: vitcli("fast", sel, fast=True),
         "gpu": lambda sel: vitcli("gpu", sel, gpu=True),
+        "compile": lambda sel: vitcli("compile", sel, compile=True),
         "nice0": lambda sel: vitcli("nice0", sel, niceness=0),
         "workers0": lambda sel: vitcli("workers0", sel, workers=0),
         "naive": lambda sel: lambda: naive(sel),
@@ -439,7 +442,7 @@ def measure_set(paths: list[str], args, env: dict) -> dict:
         if r or "vitcli" not in times:  # the first round's outputs (every round computes the same)
             return
         base = np.load(times["vitcli"][-1].out, mmap_mode="r")
-        for other in ("fast", "gpu"):
+        for other in ("fast", "gpu", "compile"):
             if other in times:
                 agreement[other] = cosines(base, np.load(times[other][-1].out, mmap_mode="r"))
         scale = cosines(base[:-1], base[1:]) if len(base) > 1 else np.array([math.nan])
