@@ -17,7 +17,7 @@ from typer.core import TyperGroup
 
 from vitcli import __version__
 from vitcli.choices import ActDtype, Engine, Family, Method, Mode, OutDtype, PosReference, Preset, TokensPreset, value
-from vitcli.errors import VitcliError
+from vitcli.errors import VitcliError, debug_enabled
 from vitcli.options import (
     BatchSizeOpt,
     CheckpointOpt,
@@ -41,16 +41,12 @@ from vitcli.options import (
 )
 
 
-def _debug() -> bool:
-    return os.environ.get("VITCLI_DEBUG", "") not in ("", "0")
-
-
 def report(e: BaseException) -> int:
     """Say what went wrong in one line on stderr (the traceback too with VITCLI_DEBUG=1); return the exit code."""
     def line(message: str, hint: str | None = None) -> None:
         sys.stderr.write(f"Error: {message}" + (f"; {hint}" if hint else "") + "\n")
 
-    if _debug():
+    if debug_enabled():
         import traceback
 
         traceback.print_exception(e)
@@ -77,7 +73,7 @@ class Boundary(TyperGroup):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        if not _debug():  # library warnings (torch, timm) are noise on a CLI's stderr; VITCLI_DEBUG=1 shows them
+        if not debug_enabled():  # library warnings (torch, timm) are noise on a CLI's stderr; VITCLI_DEBUG=1 shows them
             import warnings
 
             warnings.simplefilter("ignore")

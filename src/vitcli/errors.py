@@ -9,6 +9,8 @@ Code below `cli.py` raises these; it never prints or exits. The one error bounda
 
 from __future__ import annotations
 
+import os
+
 
 class VitcliError(Exception):
     """A failure the user can act on: `message` says what, `hint` says what to do next."""
@@ -53,3 +55,8 @@ class MissingExtra(VitcliError):
     def __init__(self, what: str, extra: str, module: str):
         super().__init__(f"{what} needs {module}, which is not installed",
                          hint=f'pip install "vitcli[{extra}]"')
+
+
+def debug_enabled() -> bool:
+    """VITCLI_DEBUG=1 (anything but empty or 0): tracebacks and library logs are shown."""
+    return os.environ.get("VITCLI_DEBUG", "") not in ("", "0")

@@ -98,7 +98,7 @@ class NpyWriter:
                 raise OutputError(f"{self.path}: the interrupted run used other settings ({', '.join(diff)})",
                                   hint="repeat its exact command to resume, or run without --resume to start over")
             self.f = open(self.path, "r+b")
-            shape, dtype, self.data_start = _read_header(self.f)
+            shape, dtype, self.data_start, _, _ = _read_header(self.f)
             if shape != self.shape or dtype != self.dtype:
                 self.f.close()
                 raise OutputError(f"{self.path}: shape or dtype differs from this run",
@@ -108,11 +108,8 @@ class NpyWriter:
             self.resumed = True
         else:
             self.f = open(self.path, "w+b")
-            npy_format.write_array_header_2_0(self.f, {"descr": npy_format.dtype_to_descr(self.dtype),
-                                                       "fortran_order": False, "shape": self.shape}) \
-                if _needs_v2(self.dtype, self.shape) else \
-                npy_format.write_array_header_1_0(self.f, {"descr": npy_format.dtype_to_descr(self.dtype),
-                                                           "fortran_order": False, "shape": self.shape})
+            header = {"descr": npy_format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
+            _WRITE_HEADER[(2, 0) if _needs_v2(self.dtype, self.shape) else (1, 0)](self.f, header)
             self.data_start = self.f.tell()
             self._save_state()
 
@@ -164,12 +161,16 @@ def _needs_v2(dtype: np.dtype, shape: tuple) -> bool:
     return False
 
 
-def _read_header(f) -> tuple[tuple, np.dtype, int]:
+_READ_HEADER = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}
+_WRITE_HEADER = {(1, 0): npy_format.write_array_header_1_0, (2, 0): npy_format.write_array_header_2_0}
+
+
+def _read_header(f) -> tuple[tuple, np.dtype, int, bool, tuple[int, int]]:
+    """(shape, dtype, data start, fortran order, format version) of an open `.npy` file."""
     f.seek(0)
     version = npy_format.read_magic(f)
-    read = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}[version]
-    shape, _, dtype = read(f)
-    return tuple(shape), dtype, f.tell()
+    shape, fortran, dtype = _READ_HEADER[version](f)
+    return tuple(shape), dtype, f.tell(), fortran, version
 
 
 def shrink_rows(path: Path, rows: int) -> None:
@@ -182,16 +183,12 @@ def shrink_rows(path: Path, rows: int) -> None:
     import io
 
     with open(path, "r+b") as f:
-        version = npy_format.read_magic(f)
-        read = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}[version]
-        shape, fortran, dtype = read(f)
-        data_start = f.tell()
+        shape, dtype, data_start, fortran, version = _read_header(f)
         if shape[0] == rows:
             return
         header = {"descr": npy_format.dtype_to_descr(dtype), "fortran_order": fortran, "shape": (rows, *shape[1:])}
         buf = io.BytesIO()
-        write = {(1, 0): npy_format.write_array_header_1_0, (2, 0): npy_format.write_array_header_2_0}[version]
-        write(buf, header)
+        _WRITE_HEADER[version](buf, header)
         new = buf.getvalue()
         if len(new) < data_start:  # keep the data where it is: pad the header text before its newline
             len_bytes = 2 if version == (1, 0) else 4
@@ -218,7 +215,7 @@ def open_rows(path: Path, rows: int, chunk: int | None = None):
     memory stays bounded whatever the row size); the file may be a partial one, whose header counts rows not
     yet written."""
     with open(path, "rb") as f:
-        shape, dtype, _ = _read_header(f)
+        shape, dtype, *_ = _read_header(f)
         row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
         chunk = chunk or chunk_rows(row_bytes)
         for i in range(0, rows, chunk):

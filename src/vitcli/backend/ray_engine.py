@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vitcli.errors import MissingExtra, UsageError, VitcliError
+from vitcli.errors import MissingExtra, UsageError, VitcliError, debug_enabled
 
 MAX_SHARD_PICTURES = 2**31  # bytes of decoded pictures a shard may hold (one object in Ray's object store)
 DECODER_MEMORY = 2**28  # bytes a decoding task's worker holds besides the pictures (Ray measured ~114 MiB)
@@ -55,10 +55,6 @@ def _ray():
     except ImportError as e:
         raise MissingExtra("--engine ray", "ray", "Ray Data (ray[data])") from e
     return ray
-
-
-def _debug() -> bool:
-    return os.environ.get("VITCLI_DEBUG", "") not in ("", "0")
 
 
 def run_ray(req, run, ui):
@@ -198,7 +194,7 @@ def _session(ray):
     Ray's logs and progress bars stay off stdout, and off stderr too unless VITCLI_DEBUG=1."""
     import ray.data as rd
 
-    debug = _debug()
+    debug = debug_enabled()
     started = not ray.is_initialized()
     loggers = {name: logging.getLogger(name).level for name in ("ray", "ray.data")}
     ctx = rd.DataContext.get_current()
