@@ -301,7 +301,7 @@ MaxFramesOpt = Annotated[Optional[int], typer.Option("--max-frames", help="Video
 
 
 def sampling(fps, every, start, end, max_frames):
-    from vitcli.commands.features import Sampling
+    from vitcli.video import Sampling
 
     return Sampling(fps=fps, every=every, start=start, end=end, max_frames=max_frames)
 

@@ -382,6 +382,14 @@ class Sampling:
                                             or self.max_frames < 1):
             raise UsageError(f"--max-frames must be an integer >= 1, got {self.max_frames!r}")
 
+    def given(self) -> bool:
+        """Whether any flag was given (else: every frame)."""
+        return any(v is not None for v in (self.fps, self.every, self.start, self.end, self.max_frames))
+
+    def video(self) -> Sampling | None:
+        """This sampling if any flag was given, else None (every frame)."""
+        return self if self.given() else None
+
     def to_dict(self) -> dict:
         return {"fps": self.fps, "every": self.every, "start_s": self.start, "end_s": self.end,
                 "max_frames": self.max_frames}

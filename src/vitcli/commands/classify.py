@@ -21,7 +21,7 @@ class ClassifyRequest:
     labels: str | None = None  # label file, one name per line in class order
     csv: str | None = None
     force: bool = False
-    sampling: object = None  # commands.features.Sampling: which frames of videos
+    sampling: object = None  # vitcli.video.Sampling: which frames of videos
 
     def __post_init__(self):
         if self.top_k < 1:

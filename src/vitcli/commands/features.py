@@ -23,30 +23,11 @@ from vitcli.progress import SILENT, Reporter
 from vitcli.requests import FeatureRequest, ModelRequest, RunOptions, at_least, one_of
 from vitcli.results import Outcome, Skipped, collapse
 from vitcli.units import human_bytes
+from vitcli.video import Sampling
 
 OUT_DTYPES = ("float32", "float16")
 ENGINES = ("local", "ray")
 SHARD_BYTES = 2**30  # a directory's shards hold about this much each, by default
-
-
-@dataclass(frozen=True, kw_only=True)
-class Sampling:
-    """Which frames of a video (vitcli.video.Sampling, checked there)."""
-
-    fps: float | None = None
-    every: int | None = None
-    start: float | None = None
-    end: float | None = None
-    max_frames: int | None = None
-
-    def given(self) -> bool:
-        return any(v is not None for v in (self.fps, self.every, self.start, self.end, self.max_frames))
-
-    def video(self):
-        from vitcli.video import Sampling as VideoSampling
-
-        return VideoSampling(fps=self.fps, every=self.every, start=self.start, end=self.end,
-                             max_frames=self.max_frames) if self.given() else None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,7 +93,6 @@ class FeaturesRequest:
             from vitcli.lerobot import parse_episodes
 
             parse_episodes(self.episodes)
-        self.sampling.video() if self.sampling.given() else None  # checks the values
         if not self.directory and Path(self.out).suffix != ".npy":
             raise UsageError(f"-o {self.out} must end in .npy, or in / for a directory of shards",
                              hint="e.g. -o feats.npy (the sidecar is feats.json), or -o feats/")

@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from vitcli.commands.features import Sampling
+from vitcli.video import Sampling
 from vitcli.core.tokens import Pair, parse_pair
 from vitcli.errors import InputError, OutputError, UsageError
 from vitcli.inputs import Collected, Item
@@ -319,7 +319,6 @@ class PcaRequest:
             raise UsageError(f"--mask {self.mask} is one PNG picture", hint="e.g. --mask mask.png")
         if self.npy and Path(self.npy).suffix != ".npy":
             raise UsageError(f"--npy {self.npy} must end in .npy")
-        self.sampling.video()  # checks the values
 
     @property
     def kind(self) -> str | None:

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vitcli.commands.features import Sampling
+from vitcli.video import Sampling
 from vitcli.commands.pca import (
     RANDOM_COLOURS,
     SHEET_MAX,
@@ -103,7 +103,6 @@ class SimilarRequest:
             object.__setattr__(self, "point_xy", parse_xy(self.point))
         if self.npy and Path(self.npy).suffix != ".npy":
             raise UsageError(f"--npy {self.npy} must end in .npy")
-        self.sampling.video()  # checks the values
         if self.sampling.given() and not self.targets:
             raise UsageError("--fps, --every, --start, --end and --max-frames sample the target videos; the query "
                              "is one picture", hint="name a query frame as VIDEO@t=SECONDS or VIDEO@frame=N")
