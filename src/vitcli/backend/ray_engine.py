@@ -60,14 +60,13 @@ def _ray():
 def run_ray(req, run, ui):
     """Compute the missing shards of `req.out` (a FOLDER/) on a Ray cluster; the same FeaturesResult as a local
     run. `run`: the commands.features._Run (items, videos, cameras...) of this request."""
-    from vitcli.commands.features import _directory_result, setup, shard_set, write_failed
+    from vitcli.commands.features import NO_PRETRAINED, _directory_result, setup, shard_set, shards_note, write_failed
     from vitcli.outputs import ensure_room
-    from vitcli.units import human_bytes
 
     ray = _ray()
     target = Path(req.out)
     if not req.models[0].pretrained:
-        ui.warn("--no-pretrained: random weights, the features are meaningless")
+        ui.warn(NO_PRETRAINED)
     st = setup(req, run, [replace(m, device="cpu") for m in req.models])  # to plan only: rows, shapes, shards
     shards = shard_set(req, run, st)
     plan = shards.plan
@@ -76,8 +75,7 @@ def run_ray(req, run, ui):
     per_row = _picture_bytes(st, run.group)
     _check_shard_pictures(req, max(sizes, default=0), per_row)
     todo = sum(sizes)
-    ui.note(f"Output {target}/: {plan.count} shard{'s' if plan.count != 1 else ''} of up to {plan.shard_rows:,} rows "
-            f"({human_bytes(plan.shard_rows * st.row_bytes)} each); {len(missing)} to compute on Ray")
+    ui.note(shards_note(target, plan, st.row_bytes, len(missing), "on Ray"))
     ensure_room(target / "index.json", todo * st.row_bytes)
     header, seconds = None, 0.0
     if missing:

@@ -28,6 +28,7 @@ from vitcli.video import Sampling
 OUT_DTYPES = ("float32", "float16")
 ENGINES = ("local", "ray")
 SHARD_BYTES = 2**30  # a directory's shards hold about this much each, by default
+NO_PRETRAINED = "--no-pretrained: random weights, the features are meaningless"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -348,6 +349,12 @@ def _decoding(req: FeaturesRequest, run: _Run):
                         eager=not (req.fast_decode or req.gpu_decode), group=run.group)
 
 
+def shards_note(target: Path, plan, row_bytes: int, todo: int, where: str) -> str:
+    """What a folder run writes: its shards, their size, and how many of them are computed `where`."""
+    return (f"Output {target}/: {plan.count} shard{'s' if plan.count != 1 else ''} of up to {plan.shard_rows:,} rows "
+            f"({human_bytes(plan.shard_rows * row_bytes)} each); {todo} to compute {where}")
+
+
 def _shard_ranges(folder: Path, plan, rank: int, world: int) -> list[tuple[int, int]]:
     """The row spans of the shards this process computes: the missing ones, shard k to process k mod world."""
     from vitcli.export import ShardSet
@@ -458,7 +465,7 @@ def _computed(req: FeaturesRequest, ui: Reporter, run: _Run, pool) -> FeaturesRe
     if run.rank and torchrun:  # rank 0 speaks for all (a job-array task speaks for itself)
         ui = SILENT
     if not requests[0].pretrained:
-        ui.warn("--no-pretrained: random weights, the features are meaningless")
+        ui.warn(NO_PRETRAINED)
     st = setup(req, run, requests)
     extractors, row_shape, recipe, row_bytes = st.extractors, st.row_shape, st.recipe, st.row_bytes
     if req.gpu_decode and not recipe.jpeg_bytes:
@@ -469,11 +476,10 @@ def _computed(req: FeaturesRequest, ui: Reporter, run: _Run, pool) -> FeaturesRe
     shards = None
     if req.directory:
         shards = shard_set(req, run, st)
-        plan, shard_rows = shards.plan, shards.plan.shard_rows
+        plan = shards.plan
         if run.ranges is None:
             run.ranges = _shard_ranges(target, plan, run.rank, run.world)
-        ui.note(f"Output {target}/: {plan.count} shard{'s' if plan.count != 1 else ''} of up to {shard_rows:,} rows "
-                f"({human_bytes(shard_rows * row_bytes)} each); {len(run.ranges)} to compute here"
+        ui.note(shards_note(target, plan, row_bytes, len(run.ranges), "here")
                 + (f" (process {run.rank} of {run.world})" if run.world > 1 else ""))
         ensure_room(target / "index.json", sum(b - a for a, b in run.ranges) * row_bytes)
     else:
