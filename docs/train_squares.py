@@ -21,7 +21,8 @@ toy model of tests/test_explain.py in pixel space (PNG pictures, normalised by t
   `vitcli features --mode cls` writes for them: a `--target-embedding` for the docs);
   `metrics.json`: held-out accuracy, and for 16 held-out pictures with a square, per method of
   `vitcli.backend.explain.METHODS`: how often its top patch is the square (chance: 1 in 24) and the mean area
-  of its deletion curve, beside the square-first and random orders' areas.
+  of its deletion curve, beside the square-first and random orders' areas; for the methods the LN-rule changes,
+  the same with the plain gradient (`plain_gradient`, `--no-ln-rule`).
 """
 
 from __future__ import annotations
@@ -91,15 +92,21 @@ def measure(model, x, y, pos) -> dict:
         truth_areas.append(E.deletion_curve(model, xi, truth, target=t).area)
         random_areas.append(np.mean([E.deletion_curve(model, xi, rng.random(GRID), target=t).area
                                      for _ in range(3)]))
-    for method in E.METHODS:
+    def run(method, **kw):
         hits, areas, start = 0, [], time.perf_counter()
         for i in range(len(y)):
             xi, t = x[i:i + 1], int(y[i])
-            a = E.explain(model, xi, method, target=t)
+            a = E.explain(model, xi, method, target=t, **kw)
             hits += int(np.argmax(a.map) == int(pos[i]))
             areas.append(E.deletion_curve(model, xi, a.map, target=t).area)
-        out[method] = {"top_patch_is_square": hits, "of": len(y), "deletion_area": round(float(np.mean(areas)), 4),
-                       "seconds": round(time.perf_counter() - start, 2)}
+        return hits, round(float(np.mean(areas)), 4), round(time.perf_counter() - start, 2)
+
+    for method in E.METHODS:
+        hits, area, seconds = run(method)
+        out[method] = {"top_patch_is_square": hits, "of": len(y), "deletion_area": area, "seconds": seconds}
+        if method in E.LN_RULE_METHODS:  # the default holds LayerNorm's scale constant; the libraries' gradient:
+            hits, area, _ = run(method, ln_rule=False)
+            out[method]["plain_gradient"] = {"top_patch_is_square": hits, "deletion_area": area}
     return {"methods": out, "deletion_area_square_first": round(float(np.mean(truth_areas)), 4),
             "deletion_area_random": round(float(np.mean(random_areas)), 4)}
 

@@ -8,6 +8,7 @@ toy task whose answer is known (which patch holds the coloured square).
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -87,17 +88,19 @@ def test_cam_maps_equal_the_library_called_directly(models, name, method):
     Cam = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "layercam": LayerCAM, "eigencam": EigenCAM}[method]
     m, (_, prefix, (gh, gw)) = models[name], LAYOUTS[name]
     x = image(m, seed=3)
-    for layer in (None, 0):
+    for layer, rule in ((None, True), (0, True), (None, False), (0, False)):
         target_layer = m.blocks[1 if layer is None else layer].norm1
-        cam = Cam(model=m, target_layers=[target_layer], reshape_transform=hand_reshape(prefix, gh, gw))
-        targets = [ClassifierOutputTarget(4)]
-        direct = cam(input_tensor=x, targets=targets)  # (1, H, W): the library's own output
-        rec = cam.activations_and_grads
-        raw = cam.get_cam_image(x, target_layer, targets, rec.activations[0].numpy(),
-                                rec.gradients[0].numpy() if rec.gradients else None, False)[0]
-        rec.release()
-        got = E.explain(m, x, method, target=4, layer=layer)
+        with E.ln_rule(m) if rule else nullcontext():  # entered first, as explain does: the library sees its output
+            cam = Cam(model=m, target_layers=[target_layer], reshape_transform=hand_reshape(prefix, gh, gw))
+            targets = [ClassifierOutputTarget(4)]
+            direct = cam(input_tensor=x, targets=targets)  # (1, H, W): the library's own output
+            rec = cam.activations_and_grads
+            raw = cam.get_cam_image(x, target_layer, targets, rec.activations[0].numpy(),
+                                    rec.gradients[0].numpy() if rec.gradients else None, False)[0]
+            rec.release()
+        got = E.explain(m, x, method, target=4, layer=layer, ln_rule=rule)
         assert got.layer_name == f"blocks.{1 if layer is None else layer}.norm1"
+        assert got.extras.get("ln_rule") == (rule if method != "eigencam" else None)  # EigenCAM: no gradients
         assert np.allclose(got.map, np.maximum(raw, 0), rtol=1e-5, atol=1e-8)  # grid level, raw scale
         # the library's scaling and resize applied to our grid map give the library's output
         h, w = x.shape[-2:]
@@ -172,10 +175,92 @@ def test_grad_rollout_by_hand(models, name):
     rows = "patches" if name == "map-no-cls" else "cls"  # the attention pool reads the patch tokens
     fused = [blk.attn.fused_attn for blk in m.blocks]
     got = E.explain(m, x, "grad-rollout", target=3)
-    assert got.extras["readout"] == rows
-    assert np.allclose(got.map.reshape(-1), rollout_by_hand(m, x, 3, rows, prefix), rtol=1e-6, atol=1e-12)
+    assert got.extras["readout"] == rows and got.extras["ln_rule"] is True
+    with E.ln_rule(m):
+        assert np.allclose(got.map.reshape(-1), rollout_by_hand(m, x, 3, rows, prefix), rtol=1e-6, atol=1e-12)
+    plain = E.explain(m, x, "grad-rollout", target=3, ln_rule=False)  # vit-explain's own gradients
+    assert plain.extras["ln_rule"] is False
+    assert np.allclose(plain.map.reshape(-1), rollout_by_hand(m, x, 3, rows, prefix), rtol=1e-6, atol=1e-12)
     assert [blk.attn.fused_attn for blk in m.blocks] == fused  # fused attention restored
     assert all(p.requires_grad for p in m.parameters()) and all(p.grad is None for p in m.parameters())
+
+
+# ---- the LN-rule: LayerNorm's scale held constant in the backward pass ----------------------------------------
+
+@pytest.mark.parametrize("norm", [torch.nn.LayerNorm(8), timm.layers.LayerNorm(8), timm.layers.LayerNormFp32(8),
+                                  torch.nn.RMSNorm(8), timm.layers.RmsNorm(8),
+                                  torch.nn.LayerNorm(8, elementwise_affine=False)],
+                         ids=["torch-ln", "timm-ln", "timm-ln-fp32", "torch-rms", "timm-rms", "ln-no-affine"])
+def test_ln_rule_keeps_the_output_and_holds_the_scale_constant(norm):
+    torch.manual_seed(0)
+    norm = norm.double()
+    with torch.no_grad():
+        for p in norm.parameters():
+            p.uniform_(0.5, 2.0)
+    x = torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, 5, 8, dtype=torch.float64)
+    plain = norm(x)
+    with E.ln_rule(torch.nn.Sequential(norm)):
+        ruled = norm(x)
+    assert torch.equal(ruled, plain)  # the forward, bit for bit
+    (grad,) = torch.autograd.grad((ruled * g).sum(), x)
+    layer_norm = isinstance(norm, torch.nn.LayerNorm)
+    centred = x - x.mean(-1, keepdim=True) if layer_norm else x
+    eps = torch.finfo(x.dtype).eps if norm.eps is None else norm.eps
+    scaled = g * (norm.weight if norm.weight is not None else 1) / (centred.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+    want = scaled - scaled.mean(-1, keepdim=True) if layer_norm else scaled  # centring's Jacobian; 1/sigma fixed
+    assert torch.allclose(grad, want, rtol=1e-12, atol=1e-14)
+    (after,) = torch.autograd.grad((norm(x) * g).sum(), x)  # hooks gone: the exact gradient again
+    (exact,) = torch.autograd.grad((plain * g).sum(), x)
+    assert torch.equal(after, exact) and not torch.allclose(exact, want)
+
+
+def test_ln_rule_leaves_other_norms_alone():
+    """2-D norms (conv stems) and norms fused with an activation normalise differently: their gradient stays."""
+    others = torch.nn.Sequential(timm.layers.LayerNorm2d(8), timm.layers.LayerNormAct(8), torch.nn.BatchNorm1d(8))
+    assert E._norm_layers(others) == []
+    m = tiny(0, num_classes=5)
+    assert E._norm_layers(m) == [n for b in m.blocks for n in (b.norm1, b.norm2)] + [m.norm]
+
+
+def test_ln_rule_keeps_a_bfloat16_forward():
+    m = tiny(0, num_classes=5).to(torch.bfloat16)
+    x = image(m, seed=13).to(torch.bfloat16)
+    with torch.no_grad():
+        plain = m(x)
+        with E.ln_rule(m):
+            ruled = m(x)
+    assert ruled.dtype == torch.bfloat16 and torch.equal(ruled, plain)
+
+
+def test_ln_rule_makes_activation_times_gradient_add_up_to_the_logit():
+    """Why the rule: the final LayerNorm makes the logit blind to the stream's scale, so the exact gradient is
+    orthogonal to the stream it reads (activation x gradient adds up to 0, whatever the tokens contributed).
+    With the scale held constant it adds up to the logit, less the norm's and the head's biases."""
+    m = tiny(1, num_classes=5)
+    x = image(m, seed=12).requires_grad_(True)
+    seen = {}
+
+    def keep(mod, inputs, out):
+        inputs[0].retain_grad()
+        seen["stream"] = inputs[0]
+
+    h = m.norm.register_forward_hook(keep)
+    try:
+        with E._gradients(m):
+            for rule in (False, True):
+                with E.ln_rule(m) if rule else nullcontext():
+                    logit = m(x)[0, 3]
+                    logit.backward()
+                stream = seen["stream"][0, 0].detach().double()  # the CLS row entering the final norm
+                dot = float(seen["stream"].grad[0, 0].double() @ stream)
+                if rule:
+                    bias = float(m.head.weight[3].double() @ m.norm.bias.double() + m.head.bias[3])
+                    assert dot == pytest.approx(float(logit) - bias, rel=1e-5)
+                else:
+                    assert abs(dot) < 1e-3 * float(seen["stream"].grad[0, 0].norm() * stream.norm())  # 0 but eps
+    finally:
+        h.remove()
 
 
 # ---- the default layer has gradients for every patch -----------------------------------------------------------
@@ -369,23 +454,34 @@ def top_patch(values: np.ndarray) -> int:
 
 def test_trained_what_each_method_achieves(trained):
     """Top patch on the square, of 16 images (chance: 1 in 24). Measured (torch 2.14.1, one thread): occlusion
-    16, integrated-gradients 16, grad-rollout 10, LayerCAM 4, Grad-CAM 3, Grad-CAM++ 0.
+    16, integrated-gradients 16; with the LN-rule (the default) grad-rollout 16, LayerCAM 16, Grad-CAM 13,
+    Grad-CAM++ 7; with the plain gradient (--no-ln-rule, what the libraries compute) 10, 4, 3 and 0.
 
-    The pixel methods find the square every time. The CAMs mostly miss it, and not through a layout error (their
-    maps equal the library's, above; attention-rollout, read through the same layout, finds it every time):
-    before the CAM's ReLU, the square's own value is negative in most images (measured: Grad-CAM 13,
-    Grad-CAM++ 14, LayerCAM 12 of 16), so the ReLU sets the decisive patch to zero. Activation x gradient on
-    LayerNorm-ed tokens has no fixed sign; docs/explain.md has the other layers and training runs tried."""
+    The plain-gradient CAMs miss, and not through a layout error (their maps equal the library's, above;
+    attention-rollout, read through the same layout, finds it every time): before the CAM's ReLU, the square's
+    own value is negative in most images (measured: Grad-CAM 13, Grad-CAM++ 14, LayerCAM 12 of 16), so the
+    ReLU sets the decisive patch to zero. The final LayerNorm makes the score blind to the stream's scale, so
+    activation x gradient adds up to about 0 (test above) and its sign at the decisive token is anyone's; the
+    LN-rule makes it add up to the score. Grad-CAM still averages the gradient over all patches (CAM's
+    average-pooling assumption, not a CLS token's attention) and Grad-CAM++'s closed-form weights assume
+    non-negative activations: docs/explain.md has the other layers and training runs tried."""
     from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     m, x, y, pos = trained
     n = len(y)
-    hits = {method: sum(top_patch(E.explain(m, x[i:i + 1], method, target=int(y[i])).map) == int(pos[i])
-                        for i in range(n))
-            for method in ("integrated-gradients", "occlusion", "grad-rollout", "gradcam", "gradcam++", "layercam")}
-    assert hits["integrated-gradients"] == hits["occlusion"] == n, hits
-    assert hits["grad-rollout"] >= n // 2, hits  # well above chance (16 / 24 expected), below the pixel methods
+
+    def hits(method, **kw):
+        return sum(top_patch(E.explain(m, x[i:i + 1], method, target=int(y[i]), **kw).map) == int(pos[i])
+                   for i in range(n))
+
+    assert hits("integrated-gradients") == hits("occlusion") == n
+    ruled = {method: hits(method) for method in E.LN_RULE_METHODS}
+    plain = {method: hits(method, ln_rule=False) for method in E.LN_RULE_METHODS}
+    assert ruled["grad-rollout"] == ruled["layercam"] == n, ruled
+    assert ruled["gradcam"] >= 12 and ruled["gradcam++"] >= 6, ruled
+    assert all(ruled[k] > plain[k] for k in ruled), (ruled, plain)
+    assert plain["grad-rollout"] >= n // 2 and max(plain.values()) < n, plain  # above chance, below the rule
     layer = m.blocks[-1].norm1
     for name, Cam in (("gradcam", GradCAM), ("gradcam++", GradCAMPlusPlus), ("layercam", LayerCAM)):
         negative = 0
@@ -399,7 +495,7 @@ def test_trained_what_each_method_achieves(trained):
                                     False)[0]  # (gh, gw) before the ReLU
             rec.release()
             negative += int(raw.reshape(-1)[int(pos[i])] < 0)
-        assert negative >= 10, (name, negative, hits)
+        assert negative >= 10, (name, negative)  # the plain gradient, as the library computes it
     m.zero_grad()
 
 

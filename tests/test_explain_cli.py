@@ -97,6 +97,22 @@ def test_npy_equals_the_backend(layout, tiny_dir, tiny_reg_dir, tiny_nocls_dir, 
     assert full.shape == (len(methods), 300, 451)  # the original image, h x w
 
 
+def test_no_ln_rule_gives_the_plain_gradient(tiny_dir, tmp_path):
+    name, methods = f"local-dir:{tiny_dir}", ("gradcam", "layercam", "grad-rollout", "occlusion")
+    maps = {}
+    for flag in ("--ln-rule", "--no-ln-rule"):
+        r = run_cli("explain", IMAGE, "--model", name, *[a for m in methods for a in ("--method", m)], flag,
+                    "--target", "1", "--npy", tmp_path / f"{flag}.npy", "--json")
+        assert r.exit_code == 0, r.stderr
+        rule = flag == "--ln-rule"
+        assert [m["extras"].get("ln_rule") for m in r.json()["methods"]] == [rule, rule, rule, None]
+        want, _ = backend_maps(name, IMAGE, methods, target=1, ln_rule=rule)
+        maps[flag] = np.load(tmp_path / f"{flag}.npy")
+        assert np.allclose(maps[flag], want.astype(np.float32), rtol=1e-4, atol=1e-7)
+    assert not np.allclose(maps["--ln-rule"][:3], maps["--no-ln-rule"][:3], rtol=1e-3, atol=0)
+    assert np.array_equal(maps["--ln-rule"][3], maps["--no-ln-rule"][3])  # occlusion has no gradient
+
+
 def test_full_map_undoes_the_crop(tiny_dir, tmp_path):
     """map.full.npy: each patch's value sits at that patch's centre in the original image; NaN outside the crop."""
     r = run_cli("explain", IMAGE, "--model", f"local-dir:{tiny_dir}", "--method", "grad-rollout", "--npy",
@@ -188,6 +204,8 @@ def test_errors(tiny_dir, tiny_reg_dir, tmp_path, monkeypatch):
              "--target-embedding")
     one_line(run_cli("explain", IMAGE, *model, "--layer", "0"), 2, "--layer", "--method gradcam")
     one_line(run_cli("explain", IMAGE, *model, "--method", "gradcam", "--layer", "5"), 2, "out of range", "2 blocks")
+    one_line(run_cli("explain", IMAGE, *model, "--method", "occlusion", "--method", "eigencam", "--no-ln-rule"), 2,
+             "--no-ln-rule", "--method gradcam or gradcam++ or layercam or grad-rollout")
     np.save(tmp_path / "two.npy", np.ones((2, 32), dtype=np.float32))
     np.save(tmp_path / "short.npy", np.ones(31, dtype=np.float32))
     reg = ["--model", f"local-dir:{tiny_reg_dir}"]

@@ -772,6 +772,9 @@ def explain(
                                         "the mean colour, most important first) and its area; lower is "
                                         "better.")] = False,
     ig_steps: Annotated[int, typer.Option("--ig-steps", help="Integrated gradients: points on the path.")] = 50,
+    ln_rule: Annotated[bool, typer.Option("--ln-rule/--no-ln-rule", help="CAMs and grad-rollout: back-propagate "
+                                          "through LayerNorm with its scale held constant (Ali et al., 2022); "
+                                          "--no-ln-rule gives the plain gradient, as the libraries do.")] = True,
     batch_size: BatchSizeOpt = 16,
     out: PictureOpt = None,
     npy: Annotated[Optional[str], typer.Option("--npy", help="Write the raw maps (.npy, float32): (gh, gw), or "
@@ -794,7 +797,7 @@ def explain(
         image=image, model=model_request(model, checkpoint, num_classes, no_pretrained, device),
         methods=tuple(value(m) for m in method) if method else (DEFAULT_METHOD,), target=target,
         target_embedding=target_embedding, row=row, labels=labels, layer=layer, size=size, check=check,
-        ig_steps=ig_steps, batch_size=batch_size, out=out, npy=npy, force=force)
+        ig_steps=ig_steps, ln_rule=ln_rule, batch_size=batch_size, out=out, npy=npy, force=force)
     return emit(run_explain(request, console()), json)
 
 

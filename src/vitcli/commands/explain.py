@@ -35,6 +35,7 @@ from vitcli.requests import RANDOM_PICTURES, ModelRequest, at_least, needs_forwa
 METHODS = tuple(m.value for m in Method)  # vitcli.backend.explain.METHODS, the most faithful first
 DEFAULT_METHOD = "occlusion"  # measured on a trained model: docs/explain.md
 CAM_METHODS = ("gradcam", "gradcam++", "layercam", "eigencam")  # the ones that read --layer
+LN_RULE_METHODS = ("gradcam", "gradcam++", "layercam", "grad-rollout")  # the ones --no-ln-rule changes
 RANDOM_ORDERS = 3  # random deletion orders averaged for --check's reference area
 _ROW = re.compile(r"^(?P<path>.+):(?P<row>\d+)$")
 _INDEX = re.compile(r"^-?\d+$")
@@ -58,6 +59,7 @@ class ExplainRequest:
     size: str | Pair | None = None  # rebuild the model for this input size
     check: bool = False  # deletion curves
     ig_steps: int = 50  # integrated gradients: points on the path
+    ln_rule: bool = True  # gradient methods on tokens/attention: LayerNorm's scale held constant (backend.ln_rule)
     batch_size: int = 16  # images per forward (occlusion windows, IG points, deletion steps)
     out: str | None = None
     npy: str | None = None
@@ -77,6 +79,9 @@ class ExplainRequest:
         if self.layer is not None and not any(m in CAM_METHODS for m in self.methods):
             raise UsageError("--layer picks the block the CAM methods read",
                              hint=f"add --method {' or '.join(CAM_METHODS)}, or drop --layer")
+        if not self.ln_rule and not any(m in LN_RULE_METHODS for m in self.methods):
+            raise UsageError("--no-ln-rule changes the gradients of the methods that read tokens or attention",
+                             hint=f"add --method {' or '.join(LN_RULE_METHODS)}, or drop --no-ln-rule")
         target = None if self.target is None else self.target.strip()
         if self.target_embedding is not None:
             if target not in (None, "top1"):
@@ -259,7 +264,7 @@ def run_explain(req: ExplainRequest, ui: Reporter = SILENT) -> ExplainResult:
         geometry = None
     x = model_input(model, img)  # (1, 3, H, W), the model's own timm transform
     lay = E.layout(module, tuple(x.shape[-2:]))
-    opts = dict(ig_steps=req.ig_steps, batch_size=req.batch_size)
+    opts = dict(ig_steps=req.ig_steps, batch_size=req.batch_size, ln_rule=req.ln_rule)
 
     maps, attributions = [], []
     bar = ui.progress()
