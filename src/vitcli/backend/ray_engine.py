@@ -60,7 +60,7 @@ def _ray():
 def run_ray(req, run, ui):
     """Compute the missing shards of `req.out` (a FOLDER/) on a Ray cluster; the same FeaturesResult as a local
     run. `run`: the commands.features._Run (items, videos, cameras...) of this request."""
-    from vitcli.commands.features import NO_PRETRAINED, _directory_result, setup, shard_set, shards_note, write_failed
+    from vitcli.commands.features import NO_PRETRAINED, close_folder, setup, shard_set, shards_note
     from vitcli.outputs import ensure_room
 
     ray = _ray()
@@ -88,9 +88,7 @@ def run_ray(req, run, ui):
     if header is None:  # nothing computed: keep the folder's own header (its models' devices), else the plan's
         old = shards.read_index(target)
         header = {k: v for k, v in old.items() if k not in ("shards", "complete")} if old else shards.index
-    type(shards)(target, plan, header).write_index()
-    write_failed(target, run)
-    result = _directory_result(target, run, todo, seconds)
+    result = close_folder(type(shards)(target, plan, header), run, todo, seconds)
     if todo and seconds:
         ui.note(f"{todo:,} rows in {seconds:.1f} s = {todo / seconds:,.1f} rows/s (on Ray, decoding: "
                 f"{st.settings['decode']})")

@@ -503,10 +503,8 @@ def _computed(req: FeaturesRequest, ui: Reporter, run: _Run, pool) -> FeaturesRe
             if torchrun:
                 distributed.barrier()
             if run.rank == 0 or not torchrun:
-                shards.write_index()
-                write_failed(target, run)
-                result = replace(_directory_result(target, run, sum(b - a for a, b in run.ranges),
-                                                   time.monotonic() - t0), first_batch_s=st.timing.get("first_batch_s"))
+                result = replace(close_folder(shards, run, sum(b - a for a, b in run.ranges), time.monotonic() - t0),
+                                 first_batch_s=st.timing.get("first_batch_s"))
             if torchrun:
                 distributed.finish()
             return result
@@ -550,25 +548,6 @@ def write_shards(shards, st: Setup, source, run: _Run, progress=None) -> None:
         raise
 
 
-def write_failed(folder: Path, run: _Run) -> None:
-    """`failed.txt`: every input of the folder's complete shards that could not be read, one per line, as
-    `--from-list` takes them back for a retry (path, VIDEO@frame=N, ARCHIVE.tar::MEMBER); none: no file."""
-    from vitcli.export import INDEX, write_lines_atomic
-
-    index = json.loads((folder / INDEX).read_text(encoding="utf-8"))
-    lines = [s["source"] for s in index.get("unopened", [])]
-    for s in index["shards"]:
-        if s["complete"]:
-            side = json.loads((folder / s["file"]).with_suffix(".json").read_text(encoding="utf-8"))
-            for row in side["shard"]["skipped_rows"]:
-                lines += [it.label() for it in run.items[row * run.group:(row + 1) * run.group]]
-    path = folder / "failed.txt"
-    if lines:
-        write_lines_atomic(path, list(dict.fromkeys(lines)))
-    else:
-        path.unlink(missing_ok=True)
-
-
 SHARD_ONLY = ("format", "fingerprint", "rows", "shard_rows", "shard_count", "images_only", "unopened", "shards",
               "complete")
 
@@ -578,18 +557,33 @@ def _common(shards) -> dict:
     return {k: v for k, v in shards.index.items() if k not in SHARD_ONLY}
 
 
-def _directory_result(target: Path, run: _Run, done: int, seconds: float) -> FeaturesResult:
-    """The directory as a whole: its shards' rows and skips, as one sidecar would say them."""
-    index = json.loads((target / "index.json").read_text(encoding="utf-8"))
+def close_folder(shards, run: _Run, done: int, seconds: float) -> FeaturesResult:
+    """A folder run's last steps, wherever its shards were computed (here, under torchrun, on Ray): index.json
+    as the shard files show it now; `failed.txt`, every input of the complete shards that could not be read,
+    one per line as `--from-list` takes them back for a retry (path, VIDEO@frame=N, ARCHIVE.tar::MEMBER; none:
+    no file); and the folder as a whole, its shards' rows and skips as one sidecar would say them."""
+    from vitcli.export import INDEX, write_lines_atomic
+
+    shards.write_index()
+    folder = shards.folder
+    index = json.loads((folder / INDEX).read_text(encoding="utf-8"))
     skipped, written = [s.to_dict() for s in run.input_skips], 0
+    failed = [s["source"] for s in index.get("unopened", [])]
     for s in index["shards"]:
         if s["complete"]:
-            side = json.loads((target / s["file"]).with_suffix(".json").read_text(encoding="utf-8"))
+            side = json.loads((folder / s["file"]).with_suffix(".json").read_text(encoding="utf-8"))
             skipped += side["skipped"]
             written += side["shape"][0]
+            for row in side["shard"]["skipped_rows"]:
+                failed += [it.label() for it in run.items[row * run.group:(row + 1) * run.group]]
+    path = folder / "failed.txt"
+    if failed:
+        write_lines_atomic(path, list(dict.fromkeys(failed)))
+    else:
+        path.unlink(missing_ok=True)
     data = {**{k: v for k, v in index.items() if k != "fingerprint"}, "rows_written": written,
             "skipped": skipped, "rows_in": index["rows"]}
-    return FeaturesResult(str(target), str(target / "index.json"), data, 0, done, seconds)
+    return FeaturesResult(str(folder), str(folder / INDEX), data, 0, done, seconds)
 
 
 def _write_file(req, ui, target, extractors, pool, recipe, run: _Run, row_shape, out_dtype, common, fingerprint,
