@@ -22,7 +22,7 @@ from videos import (
     pattern,
 )
 
-from vitcli import lerobot
+from vitcli import lerobot, video
 from vitcli.errors import InputError, UsageError
 
 LENGTHS = (12, 9)
@@ -39,16 +39,29 @@ def v21(tmp_path_factory):
     return make_lerobot_v21(tmp_path_factory.mktemp("v21") / "ds", LENGTHS, fps=FPS)
 
 
+def decoded(frames: list[lerobot.Frame]):
+    """(Frame, RGB PIL.Image) for each frame: its MP4 decoded at `video_frame`, as the features pipeline reads it
+    (an Item of (video, video_frame) decoded by vitcli.video.decode_frames)."""
+    by_file: dict[str, list[lerobot.Frame]] = {}
+    for f in frames:
+        by_file.setdefault(f.video, []).append(f)
+    for path, group in by_file.items():
+        at = {}
+        for idx, _, img in video.decode_frames(path, sorted({f.video_frame for f in group}), lerobot.video_info(path)):
+            at[idx] = img
+        yield from ((f, at[f.video_frame]) for f in group)
+
+
 def check_frames_and_pixels(ds: lerobot.Dataset, frames: list[lerobot.Frame]) -> None:
     """Every frame's bookkeeping and its decoded image agree with what the writer put there."""
     starts = {0: 0, 1: LENGTHS[0]}
     for f in frames:
         assert f.index == starts[f.episode] + f.frame_index
         assert f.timestamp == float(np.float32(f.frame_index / FPS).astype(str))  # lerobot stores float32
-    decoded = list(lerobot.iter_images(frames))
-    assert sorted((f.episode, f.index, f.camera) for f, _ in decoded) == \
+    pictures = list(decoded(frames))
+    assert sorted((f.episode, f.index, f.camera) for f, _ in pictures) == \
         sorted((f.episode, f.index, f.camera) for f in frames)
-    for f, img in decoded:
+    for f, img in pictures:
         code = lerobot_code(ds.cameras.index(f.camera), f.index)
         assert code_of(img) == code and np.array_equal(np.asarray(img), pattern(code)), f
 
@@ -82,7 +95,7 @@ def test_v30_episodes_in_separate_files(tmp_path):
     assert files == {1: "file-000.mp4", 2: "file-001.mp4"}  # episode 2 starts a new file at t=0
     assert [f.video_frame for f in frames if f.episode == 1] == list(range(5, 9))
     assert [f.video_frame for f in frames if f.episode == 2] == list(range(6))
-    for f, img in lerobot.iter_images(frames):
+    for f, img in decoded(frames):
         assert code_of(img) == lerobot_code(0, f.index)
 
 
@@ -110,16 +123,17 @@ def test_choose_cameras_and_episodes(v30):
     assert "5-6,9" in e.value.message and "0-1" in e.value.hint
 
 
-def test_group_by_step_fuses_cameras(v30):
-    frames = lerobot.frames(lerobot.open_dataset(v30))
-    steps = lerobot.group_by_step(frames)
-    assert len(steps) == 21
-    for step in steps:
-        assert [f.camera for f in step] == list(CAMERAS)
-        assert len({(f.episode, f.index, f.timestamp) for f in step}) == 1
-    assert [s[0].index for s in steps] == list(range(21))
-    swapped = lerobot.group_by_step(frames, cameras=[CAMERAS[1], CAMERAS[0]])
-    assert [f.camera for f in swapped[0]] == [CAMERAS[1], CAMERAS[0]]
+def test_a_steps_cameras_are_consecutive_in_the_asked_order(v30):
+    """--fuse-cameras reads each run of len(cameras) frames as one step: they must share the step and follow the
+    camera order given."""
+    ds = lerobot.open_dataset(v30)
+    for cameras in (None, [CAMERAS[1], CAMERAS[0]]):
+        frames = lerobot.frames(ds, cameras=cameras)
+        steps = [frames[i:i + 2] for i in range(0, len(frames), 2)]
+        assert len(steps) == 21 and [s[0].index for s in steps] == list(range(21))
+        for step in steps:
+            assert [f.camera for f in step] == list(cameras or CAMERAS)
+            assert len({(f.episode, f.index, f.timestamp) for f in step}) == 1
 
 
 def test_parse_episodes():

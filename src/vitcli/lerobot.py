@@ -37,7 +37,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -404,37 +404,3 @@ def frames(dataset: Dataset, cameras: Sequence[str] | None = None, episodes: Seq
                 path, j, t = per_cam[cam]
                 out.append(Frame(ep.index, cam, index[r], frame_index[r], ts[r], path, int(j[r]), float(t[r])))
     return out
-
-
-def by_video(frames_: Iterable[Frame]) -> dict[str, list[Frame]]:
-    """Frames grouped by MP4 file (first-seen file order), each group sorted by position in the file."""
-    groups: dict[str, list[Frame]] = {}
-    for f in frames_:
-        groups.setdefault(f.video, []).append(f)
-    return {p: sorted(g, key=lambda f: (f.video_frame, f.index)) for p, g in groups.items()}
-
-
-def group_by_step(frames_: Iterable[Frame], cameras: Sequence[str] | None = None) -> list[tuple[Frame, ...]]:
-    """Frames of the same step (episode, index) across cameras, for fused-camera features: one tuple per step,
-    cameras in `cameras` order (default: first-seen order), steps in (episode, index) order."""
-    steps: dict[tuple[int, int], dict[str, Frame]] = {}
-    order: list[str] = list(cameras) if cameras else []
-    for f in frames_:
-        steps.setdefault((f.episode, f.index), {})[f.camera] = f
-        if not cameras and f.camera not in order:
-            order.append(f.camera)
-    return [tuple(step[c] for c in order if c in step) for _, step in sorted(steps.items())]
-
-
-def iter_images(frames_: Iterable[Frame]) -> Iterator[tuple[Frame, object]]:
-    """(Frame, RGB PIL.Image) for each frame, decoded one MP4 at a time in file order (so the order differs from
-    the input's); frames that share a video frame decode it once. Streamed: one image in memory at a time."""
-    for path, group in by_video(frames_).items():
-        info = video_info(path)
-        wanted = sorted({f.video_frame for f in group})
-        pending = iter(group)
-        f = next(pending, None)
-        for idx, _, img in video.decode_frames(path, wanted, info):
-            while f is not None and f.video_frame == idx:
-                yield f, img
-                f = next(pending, None)
