@@ -447,6 +447,13 @@ def test_an_unopenable_video_is_skipped_and_the_rest_is_done(tmp_path, tiny_dir,
     assert d["images"] == frame_labels(clip, [0, 1]) and d["skipped"][0]["source"] == str(broken)
     assert np.load(npy).shape == (2, 4, 4, 3)
     assert "no input is a video" in fails(2, "pca", IMAGES[0], *model(tiny_dir), "--fps", "2")
+    # with --fit-on, the sampling flags apply to the videos of either set
+    d = ok("pca", IMAGES[0], *model(tiny_dir), "--fit-on", clip, "--max-frames", "2", "--json").json()
+    assert d["fit_images"] == frame_labels(clip, [0, 1]) and d["images"] == [str(IMAGES[0])]
+    d = ok("pca", clip, *model(tiny_dir), "--fit-on", IMAGES[0], "--max-frames", "2", "--json").json()
+    assert d["images"] == frame_labels(clip, [0, 1]) and d["fit_images"] == [str(IMAGES[0])]
+    assert "no input is a video" in fails(2, "pca", IMAGES[0], *model(tiny_dir), "--fit-on", IMAGES[1], "--every",
+                                          "2")
     assert "--fit-first 7 is more than the 6 inputs" in fails(2, "pca", clip, *model(tiny_dir), "--fit-first", "7")
 
 

@@ -192,10 +192,19 @@ def tar_items(path: str) -> list[Item]:
                          hint="give uncompressed .tar shards (WebDataset's format)") from e
 
 
-def collect(inputs: Sequence[str], recursive: bool = False, sampling=None) -> Collected:
+def check_sampled(sampling, *sets: Collected) -> None:
+    """The sampling flags (`sampling`: a `vitcli.video.Sampling`, or None) need a video among the inputs of
+    `sets`; an input that could not be opened may have been one, so a set with skips passes."""
+    if sampling is not None and not any(c.videos or c.skipped for c in sets):
+        raise UsageError("--fps, --every, --start, --end and --max-frames sample videos, and no input is a video")
+
+
+def collect(inputs: Sequence[str], recursive: bool = False, sampling=None, alone: bool = True) -> Collected:
     """Items of every input in order: one per image, one per sampled frame of each video (`sampling`: a
     `vitcli.video.Sampling`; default every frame), one per image in each tar archive; `VIDEO@frame=N` and
-    `ARCHIVE.tar::MEMBER` name single items. An input that cannot be opened is skipped, not fatal."""
+    `ARCHIVE.tar::MEMBER` name single items. An input that cannot be opened is skipped, not fatal. `alone`:
+    these are all the inputs, so `check_sampled` them; False when another set (pca's --fit-on) may hold the
+    videos, and the caller checks both."""
     items: list[Item] = []
     skipped: list[Skipped] = []
     videos: dict = {}
@@ -242,9 +251,10 @@ def collect(inputs: Sequence[str], recursive: bool = False, sampling=None) -> Co
             continue
         videos[path] = info
         items += [Item(path, i, float(info.time_of(i))) for i in chosen]
-    if sampling is not None and not videos and not skipped:
-        raise UsageError("--fps, --every, --start, --end and --max-frames sample videos, and no input is a video")
-    return Collected(tuple(items), tuple(skipped), videos)
+    collected = Collected(tuple(items), tuple(skipped), videos)
+    if alone:
+        check_sampled(sampling, collected)
+    return collected
 
 
 def lerobot_items(root: str, cameras: Sequence[str] | None = None, episodes: Sequence[int] | None = None) -> Collected:

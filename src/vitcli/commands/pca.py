@@ -39,7 +39,7 @@ from pathlib import Path
 from vitcli.video import Sampling
 from vitcli.core.tokens import Pair, parse_pair
 from vitcli.errors import InputError, OutputError, UsageError
-from vitcli.inputs import Collected, Item
+from vitcli.inputs import Collected, Item, check_sampled
 from vitcli.outputs import atomic_output, check_targets, ensure_room, save_picture
 from vitcli.progress import SILENT, Reporter
 from vitcli.requests import RANDOM_PICTURES, FeatureRequest, ModelRequest, RunOptions, at_least, needs_forward
@@ -75,13 +75,14 @@ def row_files(folder: str | Path, n: int) -> list[Path]:
 
 # ---- shared with `similar`: the inputs, the model, the tokens, the pictures ----------------------------------
 
-def collect_items(inputs: Sequence[str], run: RunOptions, sampling: Sampling = Sampling()) -> Collected:
+def collect_items(inputs: Sequence[str], run: RunOptions, sampling: Sampling = Sampling(),
+                  alone: bool = True) -> Collected:
     """The input seam of `pca` and `similar`, the same as `features`': `vitcli.inputs.collect` (images, sampled
     video frames, VIDEO@frame=N, tar members, folders, globs). The sampling flags need a video somewhere among
-    `inputs`."""
+    `inputs` (`alone`), or among these and another set the caller checks with them (`inputs.check_sampled`)."""
     from vitcli.inputs import collect
 
-    return collect(list(inputs), run.recursive, sampling.video())
+    return collect(list(inputs), run.recursive, sampling.video(), alone)
 
 
 def label(item: Item) -> str:
@@ -377,9 +378,11 @@ def run_pca(req: PcaRequest, ui: Reporter = SILENT) -> PcaResult:
     check_targets(targets, req.force)
     if kind == "folder":
         _check_folder(req.out)
-    given = collect_items(req.inputs, req.run, _sampling_for(req.inputs, req.sampling, req.run, req.fit_on))
-    fit_given = (collect_items(req.fit_on, req.run, _sampling_for(req.fit_on, req.sampling, req.run, req.inputs))
-                 if req.fit_on else Collected(()))
+    given = collect_items(req.inputs, req.run, req.sampling, alone=not req.fit_on)
+    fit_given = Collected(())
+    if req.fit_on:  # the sampling flags apply to the videos of both sets, and need one in either
+        fit_given = collect_items(req.fit_on, req.run, req.sampling, alone=False)
+        check_sampled(req.sampling.video(), given, fit_given)
     if req.fit_first is not None and req.fit_first > len(given.items):
         raise UsageError(f"--fit-first {req.fit_first} is more than the {len(given.items)} inputs given"
                          + (" (frames included)" if given.videos else ""),
@@ -460,22 +463,6 @@ def _draw():
     from vitcli import draw_features
 
     return draw_features
-
-
-def _sampling_for(inputs: Sequence[str], sampling: Sampling, run: RunOptions, others: Sequence[str]) -> Sampling:
-    """The sampling for one set of inputs when another (`--fit-on`, or INPUTS) may hold the videos: the flags
-    apply to the videos of both, and are a usage error only when neither has one."""
-    if not sampling.given() or not others:
-        return sampling
-    from vitcli.inputs import expand, looks_like_video
-
-    def has_video(paths) -> bool:
-        return any(looks_like_video(p.split("@", 1)[0] if "@" in p and not Path(p).exists() else p)
-                   for p in expand(list(paths), run.recursive))
-
-    if has_video(inputs):
-        return sampling
-    return Sampling() if has_video(others) else sampling
 
 
 def _check_folder(out: str) -> None:
