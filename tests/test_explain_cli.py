@@ -39,6 +39,9 @@ def backend_maps(name: str, image: Path, methods, size=None, **kw) -> tuple[np.n
 
 def test_method_choices_are_the_backends():
     assert {m.value for m in Method} == set(E.METHODS) and len(Method) == len(E.METHODS)
+    from vitcli.commands import explain as C  # the command's copies, kept free of torch
+
+    assert set(C.CAM_METHODS) == set(E.CAM_METHODS) and C.LN_RULE_METHODS == E.LN_RULE_METHODS
     assert DEFAULT_METHOD == "occlusion"
     assert full_npy_path("out/map.npy") == "out/map.full.npy" and full_npy_path("maps") == "maps.full.npy"
 
