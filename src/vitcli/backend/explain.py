@@ -154,18 +154,15 @@ def layout(module: torch.nn.Module, size: tuple[int, int]) -> Layout:
     if pe is None or not hasattr(module, "blocks") or not hasattr(module, "num_prefix_tokens"):
         raise ModelError(f"{type(module).__name__} is not a timm ViT (no patch_embed, blocks, num_prefix_tokens)",
                          hint="use a timm ViT (ViT, DeiT, DINOv2, SigLIP, CLIP, EVA)")
-    patch = tuple(int(p) for p in pe.patch_size)
-    if hasattr(pe, "dynamic_feat_size"):
-        grid = tuple(int(g) for g in pe.dynamic_feat_size(tuple(size)))
-    else:
-        grid = (size[0] // patch[0], size[1] // patch[1])
+    from vitcli.backend.internals import token_grid
+
+    tokens = token_grid(module, size)
     pool = str(getattr(module, "global_pool", "token") or "")
-    prefix = int(module.num_prefix_tokens)
     if pool == "token" and getattr(module, "attn_pool", None) is None:
         rows = "cls+dist" if getattr(module, "dist_token", None) is not None else "cls"  # DeiT averages both heads
     else:
         rows = "all" if getattr(module, "pool_include_prefix", False) else "patches"
-    return Layout(prefix, grid, patch, pool, rows)
+    return Layout(tokens.prefix, tokens.grid, tuple(int(p) for p in pe.patch_size), pool, rows)
 
 
 def default_layer(module: torch.nn.Module) -> int:

@@ -31,20 +31,6 @@ TOP_K = 5
 
 
 @dataclass(frozen=True, eq=False)
-class Recording:
-    """One image through the model, everything in numpy.
-
-    attention (L, H, T, T) float32, rows sum to 1; tokens (L, T, D) float32 block outputs; logits (C,) float32
-    or None without a classifier; layout: the grid (gh, gw) and the prefix tokens.
-    """
-
-    attention: np.ndarray
-    tokens: np.ndarray
-    logits: np.ndarray | None
-    layout: internals.TokenGrid
-
-
-@dataclass(frozen=True, eq=False)
 class ExploreArrays:
     """What the page embeds, before quantisation (`vitcli.explore_page.page_data` takes these).
 
@@ -60,35 +46,6 @@ class ExploreArrays:
     top5: list | None
     layout: internals.TokenGrid
     pca_variance: list | None = None  # per block: explained variance ratio of the 3 components
-
-
-def record(model: LoadedModel, x: torch.Tensor) -> Recording:
-    """One forward pass of the (1, 3, H, W) input x recording every block's attention and output tokens."""
-    m = model.module
-    blocks = getattr(m, "blocks", None)
-    if blocks is None or len(blocks) == 0:
-        raise ModelError(f"{model.info.name} has no transformer blocks",
-                         hint="use a timm ViT (ViT, DeiT, DINOv2, SigLIP, CLIP)")
-    if x.shape[0] != 1:
-        raise ValueError(f"record takes one image, got a batch of {x.shape[0]}")
-    idx = list(range(len(blocks)))
-    outs: dict[int, torch.Tensor] = {}
-    hooks = [blocks[b].register_forward_hook(lambda mod, i, o, b=b: outs.__setitem__(b, o.detach().float()))
-             for b in idx]
-    head = model.info.num_classes > 0
-    try:
-        with torch.inference_mode(), internals.recording_attention(m, idx) as seen:
-            y = m(x) if head else m.forward_features(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    if any(len(seen[b]) != 1 for b in idx) or len(outs) != len(idx):
-        raise ModelError(f"{model.info.name}: its blocks did not run once each in the forward pass",
-                         hint="use a timm ViT whose forward runs every block once")
-    attention = np.stack([seen[b][0][0].cpu().numpy() for b in idx])  # (L, H, T, T)
-    tokens = np.stack([outs[b][0].cpu().numpy() for b in idx])  # (L, T, D)
-    logits = y[0].detach().float().cpu().numpy() if head else None
-    return Recording(attention.astype(np.float32), tokens.astype(np.float32), logits, internals.token_grid(model, x))
 
 
 def rollouts(attention: np.ndarray) -> np.ndarray:
@@ -139,7 +96,7 @@ def top_classes(model: LoadedModel, logits: np.ndarray | None, k: int = TOP_K) -
 
 def explore_arrays(model: LoadedModel, x: torch.Tensor) -> ExploreArrays:
     """Everything the page shows for the (1, 3, H, W) input x (`internals.model_input`), from one forward."""
-    rec = record(model, x)
+    rec = internals.record(model, x)
     p, (gh, gw) = rec.layout.prefix, rec.layout.grid
     patches = rec.tokens[:, p:]  # (L, N, D)
     if patches.shape[1] != gh * gw:

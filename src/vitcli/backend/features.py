@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from vitcli.backend.internals import token_grid
 from vitcli.backend.models import LoadedModel, autocast
 from vitcli.errors import ModelError, UsageError
 from vitcli.requests import FeatureRequest
@@ -35,13 +36,12 @@ class Extractor:
             self.layers = tuple(sorted({model.info.block_index(k) for k in req.layers}))
         self.depth = depth
         self.layer_axis = self.layers is not None and len(self.layers) > 1
-        self.prefix = m.num_prefix_tokens
-        self.has_cls = getattr(m, "cls_token", None) is not None
+        h, w = model.info.data_config["input_size"][1:]
+        lay = token_grid(m, (h, w))
+        self.prefix, self.has_cls, self.grid = lay.prefix, lay.has_cls, lay.grid
         if req.mode == "cls" and not self.has_cls and self.layers is not None:
             raise UsageError(f"{model.info.name} has no CLS token, and its pooled output exists only after the last "
                              "block", hint="use --mode mean or patch with --layer")
-        h, w = model.info.data_config["input_size"][1:]
-        self.grid = tuple(m.patch_embed.dynamic_feat_size((h, w)))
         self.dim = m.embed_dim
         n = self.grid[0] * self.grid[1]
         token_shape = {"cls": (self.dim,), "mean": (self.dim,), "all": (self.prefix + n, self.dim),

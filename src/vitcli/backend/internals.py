@@ -38,10 +38,15 @@ class TokenGrid:
         return self.prefix - int(self.has_cls)
 
 
-def token_grid(model: LoadedModel, x: torch.Tensor) -> TokenGrid:
-    m = model.module
-    return TokenGrid(tuple(m.patch_embed.dynamic_feat_size(x.shape[-2:])), m.num_prefix_tokens,
-                     getattr(m, "cls_token", None) is not None)
+def token_grid(module: torch.nn.Module, size) -> TokenGrid:
+    """The token layout of a timm ViT for inputs of `size` (H, W) px: timm's `num_prefix_tokens` and the patch
+    grid its patch embedding gives that size (`dynamic_feat_size`; whole patches where it has none)."""
+    pe = module.patch_embed
+    if hasattr(pe, "dynamic_feat_size"):
+        grid = tuple(int(g) for g in pe.dynamic_feat_size(tuple(size)))
+    else:
+        grid = (int(size[0]) // pe.patch_size[0], int(size[1]) // pe.patch_size[1])
+    return TokenGrid(grid, int(module.num_prefix_tokens), getattr(module, "cls_token", None) is not None)
 
 
 @dataclass(frozen=True)
@@ -157,34 +162,68 @@ def attention_of(model: LoadedModel, image, block: int | None, discard_ratio: fl
         probs = rollout([attns[b][0] for b in blocks], discard_ratio)[None]  # (1, T, T)
     else:
         probs = attention(model, x, [block])[block][0]  # (heads, T, T)
-    return Attention(probs, token_grid(model, x), block)
+    return Attention(probs, token_grid(model.module, x.shape[-2:]), block)
+
+
+@dataclass(frozen=True, eq=False)
+class Recording:
+    """One image through the model, everything in numpy.
+
+    attention (L, H, T, T) float32, rows sum to 1; tokens (L, T, D) float32 block outputs; logits (C,) float32
+    or None without a classifier; layout: the grid (gh, gw) and the prefix tokens.
+    """
+
+    attention: np.ndarray
+    tokens: np.ndarray
+    logits: np.ndarray | None
+    layout: TokenGrid
+
+
+def record(model: LoadedModel, x: torch.Tensor) -> Recording:
+    """One forward pass of the (1, 3, H, W) input x recording every block's attention and output tokens."""
+    m = model.module
+    blocks = getattr(m, "blocks", None)
+    if blocks is None or len(blocks) == 0:
+        raise ModelError(f"{model.info.name} has no transformer blocks",
+                         hint="use a timm ViT (ViT, DeiT, DINOv2, SigLIP, CLIP)")
+    if x.shape[0] != 1:
+        raise ValueError(f"record takes one image, got a batch of {x.shape[0]}")
+    idx = list(range(len(blocks)))
+    outs: dict[int, torch.Tensor] = {}
+    hooks = [blocks[b].register_forward_hook(lambda mod, i, o, b=b: outs.__setitem__(b, o.detach().float()))
+             for b in idx]
+    head = model.info.num_classes > 0
+    try:
+        with torch.inference_mode(), recording_attention(m, idx) as seen:
+            y = m(x) if head else m.forward_features(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    if any(len(seen[b]) != 1 for b in idx) or len(outs) != len(idx):
+        raise ModelError(f"{model.info.name}: its blocks did not run once each in the forward pass",
+                         hint="use a timm ViT whose forward runs every block once")
+    attention = np.stack([seen[b][0][0].cpu().numpy() for b in idx])  # (L, H, T, T)
+    tokens = np.stack([outs[b][0].cpu().numpy() for b in idx])  # (L, T, D)
+    logits = y[0].detach().float().cpu().numpy() if head else None
+    return Recording(attention.astype(np.float32), tokens.astype(np.float32), logits,
+                     token_grid(model.module, x.shape[-2:]))
 
 
 def block_stats(model: LoadedModel, image) -> list[dict]:
     """Per block, for one image: patch-token norms (mean, median, max, max/median: high-norm outliers are the
     register artifact), entropy of the CLS token's attention (nats, heads averaged), and the cosine similarity
     of the CLS output to the mean patch output. CLS fields are None for a model without CLS."""
-    m, x = model.module, model_input(model, image)
-    blocks = list(range(len(m.blocks)))
-    outs: dict[int, torch.Tensor] = {}
-    hooks = [m.blocks[b].register_forward_hook(lambda mod, i, o, b=b: outs.__setitem__(b, o.detach().float()))
-             for b in blocks]
-    try:
-        with torch.inference_mode(), recording_attention(m, blocks) as seen:
-            m.forward_features(x[:1])
-    finally:
-        for h in hooks:
-            h.remove()
-    p, has_cls = m.num_prefix_tokens, getattr(m, "cls_token", None) is not None
+    rec = record(model, model_input(model, image)[:1])
+    p, has_cls = rec.layout.prefix, rec.layout.has_cls
     rows = []
-    for b in blocks:
-        tokens = outs[b][0]  # (T, D)
+    for b in range(len(rec.tokens)):
+        tokens = torch.from_numpy(rec.tokens[b])  # (T, D)
         norms = tokens[p:].norm(dim=-1)
         row = {"block": b, "norm_mean": float(norms.mean()), "norm_median": float(norms.median()),
                "norm_max": float(norms.max()), "max_over_median": float(norms.max() / norms.median()),
                "cls_attention_entropy": None, "cls_cos_mean_patch": None}
         if has_cls:
-            a = seen[b][0][0, :, 0, :]  # (heads, T): the CLS query's attention
+            a = torch.from_numpy(rec.attention[b, :, 0, :])  # (heads, T): the CLS query's attention
             row["cls_attention_entropy"] = float(-(a * a.clamp(min=1e-12).log()).sum(-1).mean())
             cos = torch.nn.functional.cosine_similarity(tokens[0], tokens[p:].mean(0), dim=0)
             row["cls_cos_mean_patch"] = float(cos)

@@ -222,7 +222,7 @@ def run_explore(req: ExploreRequest, ui: Reporter = SILENT) -> ExploreResult:
         raise ModelError(f"{info.name} has no transformer blocks with attention heads",
                          hint="use a timm ViT (ViT, DeiT, DINOv2, SigLIP, CLIP)")
     x = internals.model_input(model, loaded.image)  # (1, 3, H, W)
-    lay = internals.token_grid(model, x)
+    lay = internals.token_grid(model.module, x.shape[-2:])
     size = tuple(x.shape[-2:])
     shape = Shape(info.depth, info.num_heads, size, tuple(info.patch_size), lay.prefix)
     bound = check_budget(shape, info.name)
