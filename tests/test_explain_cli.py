@@ -112,6 +112,9 @@ def test_no_ln_rule_gives_the_plain_gradient(tiny_dir, tmp_path):
         want, _ = backend_maps(name, IMAGE, methods, target=1, ln_rule=rule)
         maps[flag] = np.load(tmp_path / f"{flag}.npy")
         assert np.allclose(maps[flag], want.astype(np.float32), rtol=1e-4, atol=1e-7)
+        human = run_cli("explain", IMAGE, "--model", name, *[a for m in methods for a in ("--method", m)], flag)
+        assert human.exit_code == 0 and ("LN-rule for gradcam, layercam, grad-rollout" if rule else
+                                         "plain for gradcam, layercam, grad-rollout") in human.stdout
     assert not np.allclose(maps["--ln-rule"][:3], maps["--no-ln-rule"][:3], rtol=1e-3, atol=0)
     assert np.array_equal(maps["--ln-rule"][3], maps["--no-ln-rule"][3])  # occlusion has no gradient
 

@@ -535,6 +535,11 @@ def render_explain(result) -> None:
         x0, y0, x1, y1 = result.geometry["source_box"]
         rows.append(("model saw", f"x {x0:.1f}-{x1:.1f}, y {y0:.1f}-{y1:.1f} of the original "
                                   f"({pct((x1 - x0) * (y1 - y0) / (oh * ow))} of its area)"))
+    ruled = [m for m in result.maps if "ln_rule" in m.extras]
+    if ruled:
+        names = ", ".join(m.method for m in ruled)
+        rows.append(("gradients", f"LN-rule for {names} (--no-ln-rule: the plain gradient)"
+                     if ruled[0].extras["ln_rule"] else f"plain for {names} (--no-ln-rule)"))
     facts(rows)
     check = result.random_deletion_area is not None
     tab = table(None, "method", "block", "top patch", "map range", *(["deletion area"] if check else []),
