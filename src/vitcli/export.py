@@ -287,17 +287,24 @@ class ShardSet:
     def missing(self) -> list[int]:
         return [k for k in range(self.plan.count) if not self.complete(k)]
 
-    def write_index(self) -> None:
-        """index.json with each shard's completion as the files show it now (the shard files are the truth)."""
+    def sidecars(self) -> dict[int, dict]:
+        """shard k -> its sidecar, for every complete shard, read from disk now."""
+        return {k: json.loads((self.folder / f"{shard_name(k)}.json").read_text(encoding="utf-8"))
+                for k in range(self.plan.count) if self.complete(k)}
+
+    def write_index(self, sidecars: dict[int, dict] | None = None) -> dict:
+        """index.json with each shard's completion as the files show it now (the shard files are the truth);
+        `sidecars`: what `sidecars()` returned, if the caller has read them already. Returns what it wrote."""
+        sidecars = self.sidecars() if sidecars is None else sidecars
         shards = []
         for k in range(self.plan.count):
             start, stop = self.plan.span(k)
-            side = self.folder / f"{shard_name(k)}.json"
-            written = json.loads(side.read_text(encoding="utf-8"))["shape"][0] if self.complete(k) else None
+            written = sidecars[k]["shape"][0] if k in sidecars else None
             shards.append({"file": f"{shard_name(k)}.npy", "rows_in": [start, stop], "rows": written,
                            "complete": written is not None})
-        write_json_atomic(self.folder / INDEX, {**self.index, "shards": shards,
-                                                "complete": all(s["complete"] for s in shards)})
+        index = {**self.index, "shards": shards, "complete": all(s["complete"] for s in shards)}
+        write_json_atomic(self.folder / INDEX, index)
+        return index
 
     def writer(self, k: int, row_shape: tuple[int, ...], dtype: str) -> NpyWriter:
         """A fresh writer of shard k under its temporary name (a half-written shard of a killed run is

@@ -564,18 +564,16 @@ def close_folder(shards, run: _Run, done: int, seconds: float) -> FeaturesResult
     no file); and the folder as a whole, its shards' rows and skips as one sidecar would say them."""
     from vitcli.export import INDEX, write_lines_atomic
 
-    shards.write_index()
+    sides = shards.sidecars()  # each complete shard's sidecar, read once
+    index = shards.write_index(sides)
     folder = shards.folder
-    index = json.loads((folder / INDEX).read_text(encoding="utf-8"))
     skipped, written = [s.to_dict() for s in run.input_skips], 0
     failed = [s["source"] for s in index.get("unopened", [])]
-    for s in index["shards"]:
-        if s["complete"]:
-            side = json.loads((folder / s["file"]).with_suffix(".json").read_text(encoding="utf-8"))
-            skipped += side["skipped"]
-            written += side["shape"][0]
-            for row in side["shard"]["skipped_rows"]:
-                failed += [it.label() for it in run.items[row * run.group:(row + 1) * run.group]]
+    for side in sides.values():  # in shard order
+        skipped += side["skipped"]
+        written += side["shape"][0]
+        for row in side["shard"]["skipped_rows"]:
+            failed += [it.label() for it in run.items[row * run.group:(row + 1) * run.group]]
     path = folder / "failed.txt"
     if failed:
         write_lines_atomic(path, list(dict.fromkeys(failed)))
